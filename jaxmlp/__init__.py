@@ -1,0 +1,4 @@
+"""jaxmlp: multi-layer perceptron training in JAX from first principles."""
+from jaxmlp import optim
+
+__all__ = ["optim"]
