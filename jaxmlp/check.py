@@ -1,0 +1,188 @@
+"""Gradient checking: manual δ backprop against `jax.grad` and finite differences.
+
+For each parameter leaf θ (layer l, name W/b/gamma/beta) with manual gradient g and
+reference r:
+
+    abs_err = max |g − r|
+    rel_err = abs_err / max |r|           (normwise, robust to near-zero entries)
+    ok      ⇔ abs_err ≤ atol + rtol · max |r|
+
+The reference is `jax.grad` of `jaxmlp.loss` with the same key and state.  With
+`finite_differences=True`, each leaf is also checked by a central difference along a
+random unit direction v of that leaf:
+
+    (L(θ + εv) − L(θ − εv)) / 2ε  ≈  ⟨g, v⟩,    ε = 1e-6 (float64) or 1e-2 (float32)
+
+which checks the whole leaf with two loss evaluations.  Its error is O(ε²) + O(u/ε)
+(u the unit round-off), so it gets its own, looser, tolerance.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp.backprop import _value_and_grad_jit
+from jaxmlp.losses import _loss_impl, check_inputs
+from jaxmlp.model import MLP
+
+__all__ = ["check_gradients", "GradientReport", "LeafError", "default_tolerances"]
+
+
+class LeafError(NamedTuple):
+    """One row of a gradient report: `layer`, leaf `name`, its `shape`, the largest
+    absolute error, the normwise relative error, the reference's scale max|r| and
+    whether the leaf passed."""
+
+    layer: int
+    name: str
+    shape: tuple
+    abs_err: float
+    rel_err: float
+    scale: float
+    ok: bool
+
+
+class GradientReport(NamedTuple):
+    """The result of `check_gradients`.
+
+    ok: every leaf passed both comparisons.
+    loss_manual, loss_autodiff: the two loss values.
+    autodiff: one LeafError per leaf, manual vs jax.grad.
+    finite_differences: one LeafError per leaf (directional), or () when not run.
+    rtol, atol, fd_rtol: the tolerances used.
+    """
+
+    ok: bool
+    loss_manual: float
+    loss_autodiff: float
+    autodiff: tuple
+    finite_differences: tuple
+    rtol: float
+    atol: float
+    fd_rtol: float
+
+    @property
+    def max_rel_err(self) -> float:
+        """The largest manual-vs-jax.grad relative error over all leaves."""
+        return max((e.rel_err for e in self.autodiff), default=0.0)
+
+    @property
+    def max_abs_err(self) -> float:
+        return max((e.abs_err for e in self.autodiff), default=0.0)
+
+    def __str__(self) -> str:
+        lines = [f"gradient check: {'OK' if self.ok else 'MISMATCH'}  "
+                 f"(rtol={self.rtol:g}, atol={self.atol:g}; "
+                 f"loss manual={self.loss_manual:.10g}, jax.grad={self.loss_autodiff:.10g})"]
+        header = f"{'layer':>5}  {'leaf':<6} {'shape':<14} {'max abs err':>12} {'rel err':>10}  "
+        for title, rows in (("manual vs jax.grad", self.autodiff),
+                            ("manual vs finite differences", self.finite_differences)):
+            if not rows:
+                continue
+            lines += ["", title, header + "ok"]
+            for e in rows:
+                lines.append(f"{e.layer:>5}  {e.name:<6} {str(e.shape):<14} "
+                             f"{e.abs_err:>12.3e} {e.rel_err:>10.3e}  {'yes' if e.ok else 'NO'}")
+        return "\n".join(lines)
+
+
+def default_tolerances(dtype) -> tuple:
+    """(rtol, atol, fd_rtol) for a float dtype: tight in float64, honest in float32."""
+    if jnp.dtype(dtype) == jnp.float64:
+        return 1e-9, 1e-12, 1e-5
+    return 1e-4, 1e-6, 5e-2
+
+
+def _leaf_rows(params, grads, refs, rtol, atol):
+    rows = []
+    for l, (layer, g_layer, r_layer) in enumerate(zip(params, grads, refs)):
+        for name in layer:
+            g = np.asarray(g_layer[name], np.float64)
+            r = np.asarray(r_layer[name], np.float64)
+            abs_err = float(np.max(np.abs(g - r))) if g.size else 0.0
+            scale = float(np.max(np.abs(r))) if r.size else 0.0
+            rel = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else np.inf)
+            ok = bool(np.isfinite(abs_err) and abs_err <= atol + rtol * scale)
+            rows.append(LeafError(l, name, tuple(g.shape), abs_err, rel, scale, ok))
+    return tuple(rows)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _autodiff_value_and_grad(model, params, x, y, key, state):
+    return jax.value_and_grad(_loss_impl, argnums=1)(model, params, x, y, True, key, state)
+
+
+_loss_train_jit = jax.jit(lambda m, p, x, y, k, s: _loss_impl(m, p, x, y, True, k, s),
+                          static_argnums=0)
+
+
+def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, seed):
+    # Central differences in float64 when x64 is on (much smaller error), else as given.
+    wide = jnp.float64 if jax.config.jax_enable_x64 else params[0]["W"].dtype
+    eps = 1e-6 if wide == jnp.float64 else 1e-2
+    p = jax.tree_util.tree_map(lambda a: a.astype(wide), params)
+    s = None if state is None else jax.tree_util.tree_map(lambda a: a.astype(wide), state)
+    xw, yw = x.astype(wide), y.astype(wide)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for l, layer in enumerate(p):
+        for name, leaf in layer.items():
+            v = rng.standard_normal(leaf.shape)
+            v /= np.linalg.norm(v)
+            v = jnp.asarray(v, wide)
+
+            def at(sign):
+                q = [dict(d) for d in p]
+                q[l][name] = leaf + sign * eps * v
+                return float(_loss_train_jit(model, q, xw, yw, key, s))
+
+            fd = (at(1.0) - at(-1.0)) / (2 * eps)
+            g = np.asarray(grads[l][name], np.float64)
+            analytic = float(np.sum(g * np.asarray(v)))
+            scale = max(float(np.linalg.norm(g)), abs(fd))
+            err = abs(fd - analytic)
+            rel = err / scale if scale > 0 else 0.0
+            ok = bool(np.isfinite(err) and err <= fd_rtol * scale + 10 * eps * eps)
+            rows.append(LeafError(l, name, tuple(leaf.shape), err, rel, scale, ok))
+    return tuple(rows)
+
+
+def check_gradients(model: MLP, params, x, y, *, key=None, state=None,
+                    rtol: Optional[float] = None, atol: Optional[float] = None,
+                    finite_differences: bool = False, fd_rtol: Optional[float] = None,
+                    seed: int = 0) -> GradientReport:
+    """Compares `jaxmlp.value_and_grad` (manual δ) with `jax.grad` of `jaxmlp.loss`.
+
+    Args:
+      model, params, x, y, key, state: as for `jaxmlp.value_and_grad`.
+      rtol, atol: tolerances of the autodiff comparison; default by the params' dtype:
+        1e-9 and 1e-12 in float64, 1e-4 and 1e-6 in float32.
+      finite_differences: also compare each leaf with a central difference along a
+        random direction (two extra loss evaluations per leaf).
+      fd_rtol: tolerance of that comparison (default 1e-5 in float64, 5e-2 in float32).
+      seed: seed of the random directions.
+
+    Returns:
+      A `GradientReport`: `.ok`, per-leaf errors, and a readable table via `str()`.
+    """
+    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+    d_rtol, d_atol, d_fd = default_tolerances(params[0]["W"].dtype)
+    rtol = d_rtol if rtol is None else float(rtol)
+    atol = d_atol if atol is None else float(atol)
+    fd_rtol = d_fd if fd_rtol is None else float(fd_rtol)
+    for name, value in (("rtol", rtol), ("atol", atol), ("fd_rtol", fd_rtol)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+    L_m, g_m = _value_and_grad_jit(model, params, x, y, key, state)
+    L_a, g_a = _autodiff_value_and_grad(model, params, x, y, key, state)
+    rows = _leaf_rows(params, g_m, g_a, rtol, atol)
+    fd_rows = ()
+    if finite_differences:
+        fd_rows = _finite_difference_rows(model, params, g_m, x, y, key, state, fd_rtol, seed)
+    ok = all(r.ok for r in rows + fd_rows)
+    return GradientReport(ok, float(L_m), float(L_a), rows, fd_rows, rtol, atol, fd_rtol)

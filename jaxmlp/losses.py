@@ -1,0 +1,178 @@
+"""Losses, averaged over the batch (N examples, K outputs), and the output error δ⁽ᴸ⁾.
+
+    mse = (1/(N·K)) Σᵢ Σₖ (ŷᵢₖ − yᵢₖ)²
+    sse = (1/N) Σᵢ ½ Σₖ (ŷᵢₖ − yᵢₖ)²
+    bce = −(1/(N·K)) Σ [y log ŷ + (1 − y) log(1 − ŷ)],  from logits: log σ(z) = −softplus(−z)
+    cce = −(1/N) Σᵢ Σₖ yᵢₖ log ŷᵢₖ,                     from logits: log_softmax(z)
+
+δ⁽ᴸ⁾ = ∂L/∂z⁽ᴸ⁾ holds the batch mean's 1/N, the only place it lives.  The canonical pairs
+give it directly; every other pair goes through ∂L/∂ŷ and the output activation's
+derivative (softmax: its Jacobian-vector product):
+
+| output, loss       | δ⁽ᴸ⁾                        |
+| ------------------ | --------------------------- |
+| identity, mse      | 2(ŷ − y)/(N·K)              |
+| identity, sse      | (ŷ − y)/N                   |
+| sigmoid, bce       | (ŷ − y)/(N·K)               |
+| softmax, cce       | (ŷ·Σₖyₖ − y)/N  (= (ŷ − y)/N for one-hot or probability rows) |
+| f, mse / sse       | ∂L/∂ŷ ⊙ f′(z)               |
+
+Penalties act on weights W only: `l2` adds (l2/2)·Σ‖W‖² (gradient l2·W), `l1` adds
+l1·Σ|W| (gradient l1·sign W, 0 at W = 0).
+
+Targets: y is (N, K); a 1-D y of shape (N,) is accepted when K == 1; for cce, integer
+class labels of shape (N,) are accepted and one-hot encoded.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp import activations as _act
+from jaxmlp._checks import as_array, check_finite, is_concrete
+from jaxmlp.model import MLP, check_mode, check_params, check_x, forward_pass
+
+Array = jax.Array
+
+__all__ = ["loss", "data_loss", "output_delta", "penalty", "penalty_grad", "prepare_targets"]
+
+
+def _mean_scale(model: MLP, n: int) -> float:
+    """The factor that turns a sum over the batch into the loss's mean."""
+    if model.loss in ("mse", "bce"):
+        return 1.0 / (n * model.n_out)
+    return 1.0 / n
+
+
+def data_loss(model: MLP, z: Array, yhat: Array, y: Array) -> Array:
+    """The loss of logits z and outputs ŷ = f_out(z) (both (N, K)) against y (N, K)."""
+    scale = _mean_scale(model, y.shape[0])
+    if model.loss == "mse":
+        r = yhat - y
+        return scale * jnp.sum(r * r)
+    if model.loss == "sse":
+        r = yhat - y
+        return scale * 0.5 * jnp.sum(r * r)
+    if model.loss == "bce":
+        # −[y log σ(z) + (1 − y) log(1 − σ(z))] = y·softplus(−z) + (1 − y)·softplus(z)
+        return scale * jnp.sum(y * jax.nn.softplus(-z) + (1 - y) * jax.nn.softplus(z))
+    # cce
+    return -scale * jnp.sum(y * jax.nn.log_softmax(z, axis=-1))
+
+
+def output_delta(model: MLP, z: Array, yhat: Array, y: Array) -> Array:
+    """δ⁽ᴸ⁾ = ∂L/∂z⁽ᴸ⁾, shape (N, K), fused for the canonical pairs (see module doc)."""
+    scale = _mean_scale(model, y.shape[0])
+    if model.loss == "bce":  # needs sigmoid output
+        return scale * (yhat - y)
+    if model.loss == "cce":  # needs softmax output
+        return scale * (yhat * jnp.sum(y, axis=-1, keepdims=True) - y)
+    g = (2.0 if model.loss == "mse" else 1.0) * scale * (yhat - y)  # ∂L/∂ŷ
+    if model.output == "identity":
+        return g
+    return _act.get(model.output).vjp(z, yhat, g)
+
+
+def penalty(model: MLP, params) -> Array:
+    """(l2/2)·Σ‖W‖² + l1·Σ|W| over the dense weights; a 0 of the params' dtype if none."""
+    total = jnp.zeros((), params[0]["W"].dtype)
+    for layer in params:
+        W = layer["W"]
+        if model.l2:
+            total = total + 0.5 * model.l2 * jnp.sum(W * W)
+        if model.l1:
+            total = total + model.l1 * jnp.sum(jnp.abs(W))
+    return total
+
+
+def penalty_grad(model: MLP, W: Array) -> Array:
+    """∂penalty/∂W = l2·W + l1·sign W (shape of W); None when both are zero."""
+    if not (model.l1 or model.l2):
+        return None
+    g = jnp.zeros_like(W)
+    if model.l2:
+        g = g + model.l2 * W
+    if model.l1:
+        g = g + model.l1 * jnp.sign(W)
+    return g
+
+
+def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
+    """Checks y against the model and batch size n; returns it as (n, K) of `dtype`.
+
+    Integer labels (cce, shape (n,)) become one-hot; labels outside [0, K) are refused
+    when y is concrete (under a trace the values are unknown, and out-of-range labels
+    would give an all-zero row)."""
+    y = as_array(y, name)
+    K = model.n_out
+    if y.ndim == 0 or y.ndim > 2:
+        raise ValueError(f"{name} must have shape ({n}, {K}), got {tuple(y.shape)}")
+    if y.shape[0] != n:
+        raise ValueError(
+            f"{name} has batch {y.shape[0]} but x has batch {n}: "
+            f"expected shape ({n}, {K}), got {tuple(y.shape)}")
+    if not (jnp.issubdtype(y.dtype, jnp.number) or y.dtype == jnp.bool_):
+        raise TypeError(f"{name} must be a numeric array, got dtype {y.dtype}")
+    if model.loss == "cce" and y.ndim == 1:
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise TypeError(
+                f"for loss='cce', a 1-D {name} must hold integer class labels in [0, {K}), "
+                f"got dtype {y.dtype}; pass one-hot targets of shape ({n}, {K}) otherwise")
+        if is_concrete(y):
+            lo, hi = int(jnp.min(y)), int(jnp.max(y))
+            if lo < 0 or hi >= K:
+                raise ValueError(
+                    f"{name} holds class labels outside [0, {K}): min {lo}, max {hi}")
+        return jax.nn.one_hot(y, K, dtype=dtype)
+    if y.ndim == 1:
+        if K != 1:
+            raise ValueError(
+                f"{name} must have shape ({n}, {K}), got {tuple(y.shape)}"
+                + (" (1-D integer labels are accepted only for loss='cce')" if K > 1 else ""))
+        y = y[:, None]
+    if y.shape[1] != K:
+        raise ValueError(f"{name} must have shape ({n}, {K}), got {tuple(y.shape)}")
+    check_finite(y, name)
+    if model.loss == "bce" and is_concrete(y):
+        if bool(jnp.any((y < 0) | (y > 1))):
+            raise ValueError(f"for loss='bce', {name} must lie in [0, 1]")
+    return y.astype(dtype)
+
+
+def check_inputs(model, params, x, y, *, train, key, state):
+    """All the checks of a (model, params, x, y) call; returns (x, y, key) ready to use."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
+    check_params(model, params)
+    x = check_x(model, x)
+    y = prepare_targets(model, y, x.shape[0], params[0]["W"].dtype)
+    key = check_mode(model, train=train, key=key, state=state)
+    return x, y, key
+
+
+def _loss_impl(model, params, x, y, train, key, state):
+    _, cache, _ = forward_pass(model, params, x, train=train, key=key, state=state)
+    return data_loss(model, cache.z, cache.yhat, y) + penalty(model, params)
+
+
+_loss_jit = jax.jit(_loss_impl, static_argnums=(0, 4))
+
+
+def loss(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
+         train: bool = True) -> Array:
+    """L = data loss of `model.loss` + penalties: a scalar of the params' dtype.
+
+    Runs in training mode by default, like the gradient functions, so that
+    `jax.value_and_grad(functools.partial(jaxmlp.loss, model))` and
+    `jaxmlp.value_and_grad(model, …)` are interchangeable; `train=False` evaluates in
+    inference mode (no dropout, batch norm from `state`).
+
+    Args:
+      x: (N, n_in) float.  y: (N, n_out); (N,) when n_out == 1; (N,) int labels for cce.
+      key: dropout PRNG key (needed when `model.dropout > 0` and training).
+      state: batch-norm running statistics (needed for batch norm in inference mode).
+    """
+    x, y, key = check_inputs(model, params, x, y, train=train, key=key, state=state)
+    return _loss_jit(model, params, x, y, bool(train), key, state)

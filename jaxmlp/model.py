@@ -1,0 +1,438 @@
+"""The static architecture `MLP`, parameter initialisation and the forward pass.
+
+Notation (dense layer l = 0 … L−1, batch-first, N examples):
+
+    z⁽ˡ⁾ = a⁽ˡ⁻¹⁾ W⁽ˡ⁾ᵀ + b⁽ˡ⁾          (N, n_l)        a⁽⁻¹⁾ = x (N, n_in)
+    u⁽ˡ⁾ = γ⁽ˡ⁾ ⊙ norm(z⁽ˡ⁾) + β⁽ˡ⁾      hidden layers with `norm`, else u = z
+    a⁽ˡ⁾ = m⁽ˡ⁾ ⊙ f(u⁽ˡ⁾)               hidden layers; m the inverted-dropout mask (1 if off)
+    ŷ = f_out(z⁽ᴸ⁻¹⁾)                   the output layer: no norm, no dropout
+
+W⁽ˡ⁾ has shape (n_l, n_{l−1}) (the math's W ∈ ℝ^{n_out×n_in}); so z = x @ W.T + b.
+Parameters are a list with one dict per dense layer, `{"W": (n_out, n_in), "b": (n_out,)}`,
+plus `"gamma"`, `"beta"` (n_out,) on normalised hidden layers.  Batch-norm running
+statistics are a separate pytree (`init_state`), never part of the parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from jaxmlp import activations as _act
+from jaxmlp import init as _init
+from jaxmlp import layers as _layers
+from jaxmlp._checks import as_array, check_finite, nonneg_float, positive_int
+
+Array = jax.Array
+Params = list  # [{"W": (n_out, n_in), "b": (n_out,), ["gamma", "beta": (n_out,)]}, ...]
+
+__all__ = ["MLP", "init_params", "init_state", "forward", "forward_pass", "Cache",
+           "LayerCache", "LOSSES", "NORMS"]
+
+#: Losses and the output activation each one requires (None: any output).
+LOSSES = {"mse": None, "sse": None, "bce": "sigmoid", "cce": "softmax"}
+NORMS = (None, "batch", "layer")
+INIT_CHOICES = ("auto",) + tuple(_init.SCHEMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+    """The static architecture of a multi-layer perceptron: frozen, hashable, validated.
+
+    It holds no arrays, so it can be a static argument of `jax.jit`
+    (`jax.jit(f, static_argnums=0)`); changing any field compiles a new program.
+
+    Args:
+      sizes: layer widths (n_in, n_1, …, n_out); at least two positive ints.
+      activation: the hidden activation, one name for every hidden layer or a tuple with
+        one name per hidden layer (len(sizes) − 2 of them). Any of identity, sigmoid,
+        tanh, relu, leaky_relu, elu, gelu.
+      output: the output activation: any hidden activation or `softmax`.
+      loss: `mse`, `sse`, `bce` (needs `sigmoid` output) or `cce` (needs `softmax`).
+      init: `auto` or a scheme of `jaxmlp.init` (used by `init_params`).
+      l1: weight of the penalty l1·Σ|W| (weights only, never biases or γ/β); ≥ 0.
+      l2: weight of the penalty (l2/2)·Σ‖W‖² (gradient l2·W); ≥ 0.
+      norm: None, `"batch"` or `"layer"`: normalise each hidden layer's z before its
+        activation, γ·(z − μ)/√(σ² + 1e-5) + β, σ² the biased variance.
+      dropout: fraction of hidden activations set to zero in training (inverted dropout,
+        kept units scaled by 1/(1 − dropout)); in [0, 1).
+      norm_momentum: batch-norm running statistics are updated as
+        running ← norm_momentum·running + (1 − norm_momentum)·batch (Keras convention;
+        PyTorch's momentum=0.1 is the same rule as 0.9 here); in [0, 1).
+    """
+
+    sizes: tuple
+    activation: Union[str, tuple] = "relu"
+    output: str = "identity"
+    loss: str = "mse"
+    init: str = "auto"
+    l1: float = 0.0
+    l2: float = 0.0
+    norm: Optional[str] = None
+    dropout: float = 0.0
+    norm_momentum: float = 0.9
+
+    def __post_init__(self):
+        sizes = self.sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise ValueError(f"sizes must be a sequence of positive ints, got {sizes!r}")
+        sizes = tuple(sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"sizes needs at least two entries (n_in, n_out), got {sizes!r}")
+        sizes = tuple(positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes))
+        object.__setattr__(self, "sizes", sizes)
+        n_hidden = len(sizes) - 2
+
+        act = self.activation
+        if isinstance(act, str):
+            names = (act,) * n_hidden
+        elif isinstance(act, (list, tuple)):
+            act = tuple(act)
+            if len(act) != n_hidden:
+                raise ValueError(
+                    f"activation tuple must have one name per hidden layer "
+                    f"({n_hidden} for sizes {sizes}), got {len(act)}: {act!r}")
+            names = act
+        else:
+            raise ValueError(
+                f"activation must be a name or a tuple of names, got {act!r}")
+        for name in (act,) if isinstance(act, str) else names:
+            if name not in _act.HIDDEN_ACTIVATIONS:
+                raise ValueError(
+                    f"unknown hidden activation {name!r}; expected one of "
+                    f"{list(_act.HIDDEN_ACTIVATIONS)} (softmax is output-only)")
+        object.__setattr__(self, "activation", act)
+
+        if self.output not in _act.ACTIVATIONS:
+            raise ValueError(
+                f"unknown output {self.output!r}; expected one of {list(_act.ACTIVATIONS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
+        needed = LOSSES[self.loss]
+        if needed is not None and self.output != needed:
+            raise ValueError(
+                f"loss={self.loss!r} needs output={needed!r}, got output={self.output!r}")
+        if self.output == "softmax" and sizes[-1] < 2:
+            raise ValueError(
+                f"output='softmax' needs at least 2 outputs, got sizes[-1]={sizes[-1]}")
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"unknown init {self.init!r}; expected one of {list(INIT_CHOICES)}")
+        object.__setattr__(self, "l1", nonneg_float(self.l1, "l1"))
+        object.__setattr__(self, "l2", nonneg_float(self.l2, "l2"))
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {list(NORMS)}")
+        for field in ("dropout", "norm_momentum"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    0.0 <= value < 1.0):
+                raise ValueError(f"{field} must be in [0, 1), got {value!r}")
+            object.__setattr__(self, field, float(value))
+
+    @property
+    def n_layers(self) -> int:
+        """Number of dense layers L (= len(sizes) − 1)."""
+        return len(self.sizes) - 1
+
+    @property
+    def n_in(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def hidden_activations(self) -> tuple:
+        """One activation name per hidden layer."""
+        if isinstance(self.activation, str):
+            return (self.activation,) * (len(self.sizes) - 2)
+        return self.activation
+
+    def layer_shapes(self) -> list:
+        """The expected params shapes: one dict of name -> shape per dense layer."""
+        shapes = []
+        for l in range(self.n_layers):
+            n_in, n_out = self.sizes[l], self.sizes[l + 1]
+            layer = {"W": (n_out, n_in), "b": (n_out,)}
+            if self.norm is not None and l < self.n_layers - 1:
+                layer["gamma"] = (n_out,)
+                layer["beta"] = (n_out,)
+            shapes.append(layer)
+        return shapes
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description; `MLP(**d)` rebuilds the model."""
+        d = dataclasses.asdict(self)
+        d["sizes"] = list(self.sizes)
+        if isinstance(self.activation, tuple):
+            d["activation"] = list(self.activation)
+        return d
+
+
+# --------------------------------------------------------------------------- params
+
+def _default_dtype():
+    return jnp.zeros(()).dtype  # float32, or float64 with jax_enable_x64
+
+
+def auto_scheme(model: MLP, layer: int) -> str:
+    """The scheme `init="auto"` uses for dense layer `layer`: by the activation its input
+    went through (the first hidden activation for layer 0, the output for no hidden layer)."""
+    acts = model.hidden_activations
+    if not acts:
+        name = model.output
+    else:
+        name = acts[max(layer - 1, 0)]
+    return "he_normal" if name in _act.RELU_FAMILY else "xavier_uniform"
+
+
+def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=None) -> Params:
+    """Initial parameters: weights from `scheme`, biases 0, γ = 1 and β = 0 (norm).
+
+    Args:
+      key: a `jax.random.key`; layer l uses the l-th key of `jax.random.split(key, L)`.
+      model: the `MLP`.
+      scheme: overrides `model.init`; one of `jaxmlp.init.SCHEMES` or `"auto"`.
+      dtype: float dtype of every leaf; default float32 (float64 when x64 is enabled).
+
+    Returns:
+      A list with one dict per dense layer: W (n_out, n_in), b (n_out,), and
+      gamma/beta (n_out,) on hidden layers when `model.norm` is set.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
+    scheme = model.init if scheme is None else scheme
+    if scheme not in INIT_CHOICES:
+        raise ValueError(f"unknown init scheme {scheme!r}; expected one of {list(INIT_CHOICES)}")
+    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a float dtype, got {dtype}")
+    key = _check_key(key, "key")
+    keys = jax.random.split(key, model.n_layers)
+    params = []
+    for l, shapes in enumerate(model.layer_shapes()):
+        n_out, n_in = shapes["W"]
+        s = auto_scheme(model, l) if scheme == "auto" else scheme
+        layer = {"W": _init.init_weight(keys[l], s, n_out, n_in, dtype),
+                 "b": jnp.zeros((n_out,), dtype)}
+        if "gamma" in shapes:
+            layer["gamma"] = jnp.ones((n_out,), dtype)
+            layer["beta"] = jnp.zeros((n_out,), dtype)
+        params.append(layer)
+    return params
+
+
+def init_state(model: MLP, *, dtype=None):
+    """Batch-norm running statistics: one {"mean": 0, "var": 1} dict (each (n_l,)) per
+    hidden layer, or None when the model has no batch norm."""
+    if model.norm != "batch":
+        return None
+    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    return [{"mean": jnp.zeros((n,), dtype), "var": jnp.ones((n,), dtype)}
+            for n in model.sizes[1:-1]]
+
+
+def _check_key(key, name):
+    if key is None:
+        raise ValueError(f"{name} must be a jax.random.key, got None")
+    if not isinstance(key, (jax.Array, jax.core.Tracer)):
+        raise TypeError(
+            f"{name} must be a jax.random.key (e.g. jax.random.key(0)), got {type(key).__name__}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"{name} must be a single key of shape (), got shape {key.shape}")
+        return key
+    if key.dtype == jnp.uint32 and key.shape == (2,):  # legacy jax.random.PRNGKey
+        return jax.random.wrap_key_data(key)
+    raise TypeError(
+        f"{name} must be a jax.random.key (e.g. jax.random.key(0)), "
+        f"got an array of dtype {key.dtype} and shape {key.shape}")
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_params(model: MLP, params, name: str = "params") -> None:
+    """ValueError unless `params` has exactly the structure and shapes `model` expects."""
+    expected = model.layer_shapes()
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a list of {len(expected)} dicts (one per dense layer), "
+            f"got {type(params).__name__}")
+    if len(params) != len(expected):
+        raise ValueError(
+            f"{name} has {len(params)} layers but the model {model.sizes} has {len(expected)}")
+    for l, (layer, shapes) in enumerate(zip(params, expected)):
+        if not isinstance(layer, dict):
+            raise TypeError(f"{name}[{l}] must be a dict, got {type(layer).__name__}")
+        if set(layer) != set(shapes):
+            raise ValueError(
+                f"{name}[{l}] must have keys {sorted(shapes)}, got {sorted(layer)}")
+        for k, shape in shapes.items():
+            leaf = layer[k]
+            if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+                raise TypeError(f"{name}[{l}][{k!r}] must be an array, got {type(leaf).__name__}")
+            if tuple(leaf.shape) != shape:
+                raise ValueError(
+                    f"{name}[{l}][{k!r}] must have shape {shape}, got {tuple(leaf.shape)}")
+            if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                raise TypeError(
+                    f"{name}[{l}][{k!r}] must be a float array, got dtype {leaf.dtype}")
+
+
+def check_x(model: MLP, x, name: str = "x"):
+    x = as_array(x, name)
+    if x.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (batch, n_in={model.n_in}), got shape {tuple(x.shape)}")
+    if x.shape[1] != model.n_in:
+        raise ValueError(
+            f"{name} must have shape (batch, {model.n_in}), got {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{name} must have at least one row, got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a float array, got dtype {x.dtype}")
+    check_finite(x, name)
+    return x
+
+
+def check_mode(model: MLP, *, train: bool, key, state):
+    """Checks the training-mode extras; returns the key as a typed PRNG key (or None)."""
+    if model.dropout > 0 and train:
+        if key is None:
+            raise ValueError(
+                f"the model has dropout={model.dropout}, so training mode needs a PRNG key: "
+                f"pass key=jax.random.key(seed) (a fresh one each step)")
+        key = _check_key(key, "key")
+    elif key is not None:
+        key = _check_key(key, "key")
+    if model.norm == "batch":
+        if state is None and not train:
+            raise ValueError(
+                "the model has batch norm, so inference mode needs its running statistics: "
+                "pass state=jaxmlp.init_state(model) (as updated by training)")
+        if state is not None:
+            _check_state(model, state)
+    elif state is not None:
+        raise ValueError(
+            f"state= is only for models with norm='batch'; this model has norm={model.norm!r}")
+    return key
+
+
+def _check_state(model: MLP, state):
+    sizes = model.sizes[1:-1]
+    if not isinstance(state, (list, tuple)) or len(state) != len(sizes):
+        raise ValueError(
+            f"state must be a list of {len(sizes)} dicts (one per hidden layer), "
+            f"as from jaxmlp.init_state(model)")
+    for l, (s, n) in enumerate(zip(state, sizes)):
+        if not isinstance(s, dict) or set(s) != {"mean", "var"}:
+            raise ValueError(f"state[{l}] must be a dict with keys 'mean' and 'var'")
+        for k in ("mean", "var"):
+            if tuple(jnp.shape(s[k])) != (n,):
+                raise ValueError(
+                    f"state[{l}][{k!r}] must have shape ({n},), got {tuple(jnp.shape(s[k]))}")
+
+
+# --------------------------------------------------------------------------- forward
+
+class LayerCache(NamedTuple):
+    """What the backward pass of one hidden layer needs (all (N, n_l) unless noted).
+
+    a_in: the layer's input a⁽ˡ⁻¹⁾ (N, n_{l−1}); z: W a + b; norm: the norm's cache
+    (None without norm); u: the activation's input; h: f(u); mask: the scaled dropout
+    mask m/(1 − p) (None without dropout or in inference mode).
+    """
+
+    a_in: Array
+    z: Array
+    norm: Any
+    u: Array
+    h: Array
+    mask: Optional[Array]
+
+
+class Cache(NamedTuple):
+    """The forward pass kept for backprop: `hidden` (one LayerCache per hidden layer),
+    `a_in` the output layer's input (N, n_{L−1}), its logits `z` and `yhat` (N, n_out)."""
+
+    hidden: tuple
+    a_in: Array
+    z: Array
+    yhat: Array
+
+
+def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
+                 key: Optional[Array] = None, state=None):
+    """The forward pass with its cache; no argument checks (see `forward`).
+
+    Returns:
+      (yhat (N, n_out), Cache, new_state): new_state is the updated batch-norm running
+      statistics in training mode with a state, else `state` unchanged.
+    """
+    acts = model.hidden_activations
+    n_hidden = len(acts)
+    drop = train and model.dropout > 0
+    keys = jax.random.split(key, n_hidden) if drop and n_hidden else None
+    dtype = params[0]["W"].dtype
+    a = x.astype(dtype)
+    caches, new_state = [], []
+    for l in range(n_hidden):
+        layer = params[l]
+        z = a @ layer["W"].T + layer["b"]
+        if model.norm is None:
+            u, norm_cache = z, None
+        elif model.norm == "layer":
+            u, norm_cache = _layers.layer_norm_forward(z, layer["gamma"], layer["beta"])
+        else:
+            running = None if state is None else state[l]
+            u, norm_cache, new_running = _layers.batch_norm_forward(
+                z, layer["gamma"], layer["beta"], running=running, train=train,
+                momentum=model.norm_momentum)
+            new_state.append(new_running)
+        h = _act.get(acts[l]).f(u)
+        if drop:
+            a_next, mask = _layers.dropout_forward(h, keys[l], model.dropout)
+        else:
+            a_next, mask = h, None
+        caches.append(LayerCache(a, z, norm_cache, u, h, mask))
+        a = a_next
+    last = params[-1]
+    z = a @ last["W"].T + last["b"]
+    yhat = _act.get(model.output).f(z)
+    if state is None or not train:
+        new_state = state
+    return yhat, Cache(tuple(caches), a, z, yhat), new_state
+
+
+def _forward_impl(model, params, x, train, key, state):
+    return forward_pass(model, params, x, train=train, key=key, state=state)[0]
+
+
+_forward_jit = jax.jit(_forward_impl, static_argnums=(0, 3))
+
+
+def forward(model: MLP, params: Params, x, *, train: bool = False,
+            key: Optional[Array] = None, state=None) -> Array:
+    """ŷ = f_out(z⁽ᴸ⁻¹⁾), the network's output after the output activation.
+
+    Args:
+      model: the `MLP`.
+      params: parameters matching `model` (see `init_params`).
+      x: inputs, shape (batch, n_in), float; cast to the parameters' dtype.
+      train: inference mode (default: no dropout, batch norm uses `state`'s running
+        statistics) or training mode (dropout with `key`, batch-norm batch statistics).
+      key: PRNG key for dropout; needed when `train` and `model.dropout > 0`.
+      state: batch-norm running statistics (`init_state`); needed in inference mode
+        when `model.norm == "batch"`.
+
+    Returns:
+      ŷ, shape (batch, n_out).
+    """
+    check_params(model, params)
+    x = check_x(model, x)
+    key = check_mode(model, train=train, key=key, state=state)
+    return _forward_jit(model, params, x, bool(train), key, state)
