@@ -1,0 +1,769 @@
+r"""Optimizers, learning-rate schedules, gradient clipping and composition.
+
+Notation (DESIGN.md): g = ∂L/∂θ is the gradient of one parameter leaf θ (a ``W``, ``b``,
+``gamma`` or ``beta`` array), η the learning rate, t = count + 1 the step number, where
+count is the number of updates already applied (0 at the first update).  Every operation
+below is elementwise on one leaf; only ‖g‖ in clipping runs over all leaves::
+
+    sgd       v ← μv + g                          Δθ = −η(g + μv)  (nesterov)  or  −ηv
+    rmsprop   s ← ρs + (1 − ρ)g²                  Δθ = −η g / (√(s + ε_root) + ε)
+              centered: m ← ρm + (1 − ρ)g,  s − m² in place of s
+              momentum: u ← μu + g / (√(·) + ε),  Δθ = −ηu
+    adam      m ← β₁m + (1 − β₁)g,  v ← β₂v + (1 − β₂)g²
+              m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)     Δθ = −η m̂ / (√(v̂ + ε_root) + ε)
+    adamw     adam's Δθ − η·λ·W                   (decoupled decay, ``W`` leaves only)
+    adagrad   s ← s + g²                          Δθ = −η g / (√s + ε)
+    clip      g ← g · τ/‖g‖  if ‖g‖ > τ,   ‖g‖ = √(Σ_leaves Σ g²)
+
+and the parameters move by θ ← θ + Δθ (:func:`apply_updates`).
+
+The design is optax's: an optimizer is a :class:`GradientTransformation`, a NamedTuple of
+two pure functions ``init(params) -> state`` and ``update(updates, state, params=None) ->
+(updates, state)``; hyperparameters are closed over by a factory that validates them in
+plain Python before any tracing; states are NamedTuples of pytrees, rebuilt and returned,
+never mutated.  The updates returned are already negated, so :func:`apply_updates` adds::
+
+    opt = adam(1e-3)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+State leaves (moments, accumulators) have the shapes and dtypes of the params, and every
+state carries an int32 scalar ``count``.  ``learning_rate`` is a positive number or a
+schedule ``count -> η`` (see :func:`constant_schedule` and the others); η is cast to each
+leaf's dtype, so float32 params stay float32.  Everything jit-compiles and works on any
+params pytree.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "GradientTransformation",
+    "Schedule",
+    "EmptyState",
+    "SgdState",
+    "RmsPropState",
+    "AdamState",
+    "AdagradState",
+    "apply_updates",
+    "constant_schedule",
+    "exponential_decay",
+    "cosine_decay",
+    "warmup_cosine_decay",
+    "sgd",
+    "rmsprop",
+    "adam",
+    "adamw",
+    "adagrad",
+    "global_norm",
+    "clip_by_global_norm",
+    "identity",
+    "chain",
+]
+
+PyTree = Any
+Schedule = Callable[[jax.Array], jax.Array]
+"""A learning-rate schedule: int32 scalar count (updates already applied) -> scalar rate."""
+
+
+# --------------------------------------------------------------------------------------
+# Core types
+# --------------------------------------------------------------------------------------
+
+
+class GradientTransformation(NamedTuple):
+    """A pair of pure functions; hashable, so it can be closed over or passed as static.
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None) -> (updates, new_state)``; ``updates``
+        in is a gradient-shaped pytree, ``updates`` out has the same structure and, for an
+        optimizer, is the negated step Δθ to add to the params.
+    """
+
+    init: Callable[[PyTree], Any]
+    update: Callable[..., tuple[PyTree, Any]]
+
+
+class EmptyState(NamedTuple):
+    """State of a stateless transformation (:func:`identity`, :func:`clip_by_global_norm`)."""
+
+
+class SgdState(NamedTuple):
+    """``count``: int32 scalar; ``velocity``: v, like params, or ``()`` when momentum is 0."""
+
+    count: jax.Array
+    velocity: PyTree
+
+
+class RmsPropState(NamedTuple):
+    """``count``: int32 scalar; ``nu``: s (running mean of g²), like params; ``mu``: m
+    (running mean of g), like params when centered else ``()``; ``momentum``: u, like
+    params when momentum > 0 else ``()``."""
+
+    count: jax.Array
+    nu: PyTree
+    mu: PyTree
+    momentum: PyTree
+
+
+class AdamState(NamedTuple):
+    """``count``: int32 scalar (t − 1); ``mu``: m, first moment; ``nu``: v, second moment
+    (both like params, uncorrected).  Used by :func:`adam` and :func:`adamw`."""
+
+    count: jax.Array
+    mu: PyTree
+    nu: PyTree
+
+
+class AdagradState(NamedTuple):
+    """``count``: int32 scalar; ``sum_of_squares``: s = s₀ + Σ g², like params."""
+
+    count: jax.Array
+    sum_of_squares: PyTree
+
+
+def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
+    """θ ← θ + Δθ leaf by leaf; each result keeps its param's dtype.
+
+    Args:
+      params: any pytree of arrays.
+      updates: a pytree with the same structure and shapes (an optimizer's output).
+    Returns:
+      The new params, same structure, shapes and dtypes as ``params``.
+    """
+    return jax.tree.map(
+        lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)), params, updates
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Validation (plain Python, before any tracing)
+# --------------------------------------------------------------------------------------
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _in_unit_interval(name: str, value: Any) -> float:
+    x = _real(name, value)
+    if not 0.0 <= x < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return x
+
+
+def _non_negative(name: str, value: Any) -> float:
+    x = _real(name, value)
+    if not (math.isfinite(x) and x >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return x
+
+
+def _positive(name: str, value: Any) -> float:
+    x = _real(name, value)
+    if not (math.isfinite(x) and x > 0.0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return x
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
+    return bool(value)
+
+
+def _steps(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _learning_rate(learning_rate: Any) -> Schedule:
+    """Turns ``learning_rate`` into a schedule, validating a number (> 0, finite).
+
+    A scalar array is accepted too: checked when concrete, taken as is when traced (so a
+    learning-rate sweep can ``vmap`` over it without recompiling).
+    """
+    if callable(learning_rate):
+        return learning_rate
+    if isinstance(learning_rate, (jax.Array, np.ndarray)) and not isinstance(
+        learning_rate, (bool, np.bool_)
+    ):
+        if jnp.ndim(learning_rate) != 0:
+            raise ValueError(
+                f"learning_rate must be a scalar, got an array of shape "
+                f"{jnp.shape(learning_rate)}"
+            )
+        try:
+            _positive("learning_rate", float(learning_rate))
+        except jax.errors.ConcretizationTypeError:
+            pass  # traced: its value is only known at run time
+        return lambda count: learning_rate
+    if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
+        learning_rate, numbers.Real
+    ):
+        raise TypeError(
+            f"learning_rate must be a number or a schedule callable count -> rate, "
+            f"got {learning_rate!r}"
+        )
+    rate = _positive("learning_rate", learning_rate)
+    return lambda count: rate
+
+
+# --------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------
+
+
+def _as_float(count: jax.Array) -> jax.Array:
+    """count as the default float dtype (float64 under x64), for exact rate arithmetic."""
+    return jnp.asarray(count).astype(jnp.result_type(float))
+
+
+def constant_schedule(value: float) -> Schedule:
+    """η(count) = value.
+
+    Args:
+      value: the rate, finite and >= 0.
+    Returns:
+      A schedule; ``schedule(count)`` is a float scalar array.
+    """
+    value = _non_negative("value", value)
+
+    def schedule(count):
+        return jnp.full([], value, dtype=jnp.result_type(float))
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: float, decay_rate: float, transition_steps: int, staircase: bool = False
+) -> Schedule:
+    """η(count) = init_value · decay_rate^(count / transition_steps).
+
+    With ``staircase=True`` the exponent is floored, ⌊count / transition_steps⌋, so the
+    rate drops by a factor ``decay_rate`` every ``transition_steps`` updates.
+
+    Args:
+      init_value: η at count 0, finite and >= 0.
+      decay_rate: factor per ``transition_steps`` updates, finite and > 0 (< 1 decays).
+      transition_steps: int >= 1.
+      staircase: bool.
+    """
+    init_value = _non_negative("init_value", init_value)
+    decay_rate = _positive("decay_rate", decay_rate)
+    transition_steps = _steps("transition_steps", transition_steps, 1)
+    staircase = _flag("staircase", staircase)
+
+    def schedule(count):
+        p = _as_float(count) / transition_steps
+        if staircase:
+            p = jnp.floor(p)
+        return init_value * decay_rate**p
+
+    return schedule
+
+
+def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    """η(count) = init_value · ((1 − α)·½(1 + cos(π·min(count, decay_steps)/decay_steps)) + α).
+
+    Falls from ``init_value`` at count 0 to ``alpha · init_value`` at ``decay_steps`` and
+    stays there.
+
+    Args:
+      init_value: η at count 0, finite and >= 0.
+      decay_steps: int >= 1.
+      alpha: final rate as a fraction of ``init_value``, in [0, 1].
+    """
+    init_value = _non_negative("init_value", init_value)
+    decay_steps = _steps("decay_steps", decay_steps, 1)
+    alpha = _real("alpha", alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+
+    def schedule(count):
+        progress = jnp.minimum(_as_float(count), decay_steps) / decay_steps
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return init_value * ((1.0 - alpha) * cosine + alpha)
+
+    return schedule
+
+
+def warmup_cosine_decay(
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
+) -> Schedule:
+    """Linear warm-up, then cosine decay; ``decay_steps`` is the TOTAL length.
+
+    With w = warmup_steps and D = decay_steps − w (the cosine part)::
+
+        η(count) = init + (peak − init) · count / w                     count < w
+        η(count) = end + (peak − end) · ½(1 + cos(π · min(count − w, D) / D))   count >= w
+
+    so η = init at count 0, peak at count w, end at count decay_steps and after.  As in
+    optax's ``warmup_cosine_decay_schedule`` (and unlike schedules whose decay length
+    excludes the warm-up), ``decay_steps`` counts the warm-up steps too.
+
+    Args:
+      init_value, peak_value, end_value: rates, finite and >= 0.
+      warmup_steps: int >= 0 (0: start at ``peak_value``).
+      decay_steps: int > warmup_steps.
+    """
+    init_value = _non_negative("init_value", init_value)
+    peak_value = _non_negative("peak_value", peak_value)
+    end_value = _non_negative("end_value", end_value)
+    warmup_steps = _steps("warmup_steps", warmup_steps, 0)
+    decay_steps = _steps("decay_steps", decay_steps, 1)
+    if decay_steps <= warmup_steps:
+        raise ValueError(
+            f"decay_steps must be > warmup_steps ({warmup_steps}): it is the total length "
+            f"including warm-up, got {decay_steps!r}"
+        )
+    cosine_steps = decay_steps - warmup_steps
+
+    def schedule(count):
+        c = _as_float(count)
+        warm = init_value + (peak_value - init_value) * c / max(warmup_steps, 1)
+        progress = jnp.clip(c - warmup_steps, 0.0, cosine_steps) / cosine_steps
+        cosine = end_value + (peak_value - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(c < warmup_steps, warm, cosine)
+
+    return schedule
+
+
+# --------------------------------------------------------------------------------------
+# Shared pieces of the optimizers
+# --------------------------------------------------------------------------------------
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _zero_count() -> jax.Array:
+    return jnp.zeros([], jnp.int32)
+
+
+def _increment(count: jax.Array) -> jax.Array:
+    """count + 1, saturating at the int32 maximum instead of wrapping to negative."""
+    return jnp.where(count < _INT32_MAX, count + 1, _INT32_MAX).astype(jnp.int32)
+
+
+def _zeros_like(params: PyTree) -> PyTree:
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+def _descend(eta: jax.Array, direction: PyTree) -> PyTree:
+    """−η · direction, η cast to each leaf's dtype (float32 leaves stay float32)."""
+    return jax.tree.map(lambda d: -jnp.asarray(eta, d.dtype) * d, direction)
+
+
+def _like(g: jax.Array, ref: jax.Array) -> jax.Array:
+    """The gradient in the dtype of its stored moment (the param's dtype)."""
+    return jnp.asarray(g).astype(ref.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Optimizers
+# --------------------------------------------------------------------------------------
+
+
+def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> GradientTransformation:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    Update rule, per leaf, with η = ``learning_rate`` (at count), μ = ``momentum``::
+
+        v ← μv + g
+        Δθ = −η(g + μv)   if nesterov   else   −ηv
+
+    With μ = 0 no velocity is stored and Δθ = −ηg.
+
+    Conventions: this is PyTorch's ``SGD(momentum=μ, dampening=0, nesterov=...)`` and
+    optax's ``sgd``.  Keras accumulates the *lr-scaled* step instead (v ← μv − ηg,
+    θ ← θ + v): identical for a constant η, different under a schedule.
+
+    Args:
+      learning_rate: η, a number > 0 or a schedule ``count -> η``.
+      momentum: μ in [0, 1).
+      nesterov: bool; Nesterov's look-ahead form.
+    Returns:
+      A :class:`GradientTransformation` with :class:`SgdState` (``velocity`` like params,
+      or ``()`` when μ = 0).
+    """
+    schedule = _learning_rate(learning_rate)
+    mu = _in_unit_interval("momentum", momentum)
+    nesterov = _flag("nesterov", nesterov)
+
+    def init(params):
+        return SgdState(count=_zero_count(), velocity=_zeros_like(params) if mu else ())
+
+    def update(updates, state, params=None):
+        eta = schedule(state.count)
+        if not mu:
+            return _descend(eta, updates), SgdState(_increment(state.count), ())
+        velocity = jax.tree.map(lambda g, v: mu * v + _like(g, v), updates, state.velocity)
+        if nesterov:
+            direction = jax.tree.map(
+                lambda g, v: _like(g, v) + mu * v, updates, velocity
+            )
+        else:
+            direction = velocity
+        return _descend(eta, direction), SgdState(_increment(state.count), velocity)
+
+    return GradientTransformation(init, update)
+
+
+def rmsprop(
+    learning_rate,
+    decay: float = 0.9,
+    eps: float = 0.0,
+    eps_root: float = 1e-8,
+    centered: bool = False,
+    momentum: float = 0.0,
+) -> GradientTransformation:
+    """RMSprop (Tieleman & Hinton), optionally centered and with momentum.
+
+    Update rule, per leaf, with η = ``learning_rate``, ρ = ``decay``, μ = ``momentum``,
+    ε = ``eps`` (outside the root), ε_root = ``eps_root`` (inside)::
+
+        s ← ρs + (1 − ρ)g²
+        m ← ρm + (1 − ρ)g          (centered only; then s − m² replaces s below)
+        d = g / (√(s + ε_root) + ε)
+        Δθ = −ηd                   (μ = 0)
+        u ← μu + d,  Δθ = −ηu      (μ > 0)
+
+    s, m, u start at 0.  The defaults give η·g/√(s + 1e-8) (ε inside the root);
+    ``eps=1e-8, eps_root=0`` gives η·g/(√s + 1e-8) (ε outside).
+
+    Conventions differ between libraries, check before porting hyperparameters:
+      * PyTorch ``RMSprop`` puts ε *outside* the root (``eps=ε, eps_root=0`` here) and
+        defaults to ρ = 0.99; its centered and momentum forms are the ones above.
+      * Keras / TF put ε *inside* the root (``eps=0, eps_root=ε`` here), ρ = 0.9.
+      * optax ``rmsprop`` multiplies by η *before* the momentum trace (u accumulates
+        η-scaled steps): identical for a constant η, different under a schedule.
+    A centered s − m² can round slightly below 0; keep ε_root > 0 when ``centered``.
+
+    Args:
+      learning_rate: η, a number > 0 or a schedule ``count -> η``.
+      decay: ρ in [0, 1).
+      eps: ε >= 0, added after the square root.
+      eps_root: ε_root >= 0, added inside the square root.
+      centered: bool; divide by the estimated standard deviation √(s − m²).
+      momentum: μ in [0, 1).
+    Returns:
+      A :class:`GradientTransformation` with :class:`RmsPropState`.
+    """
+    schedule = _learning_rate(learning_rate)
+    rho = _in_unit_interval("decay", decay)
+    eps = _non_negative("eps", eps)
+    eps_root = _non_negative("eps_root", eps_root)
+    centered = _flag("centered", centered)
+    mu = _in_unit_interval("momentum", momentum)
+
+    def init(params):
+        zeros = lambda: _zeros_like(params)  # noqa: E731
+        return RmsPropState(
+            count=_zero_count(),
+            nu=zeros(),
+            mu=zeros() if centered else (),
+            momentum=zeros() if mu else (),
+        )
+
+    def update(updates, state, params=None):
+        eta = schedule(state.count)
+        nu = jax.tree.map(
+            lambda g, s: rho * s + (1.0 - rho) * jnp.square(_like(g, s)), updates, state.nu
+        )
+        if centered:
+            mean = jax.tree.map(
+                lambda g, m: rho * m + (1.0 - rho) * _like(g, m), updates, state.mu
+            )
+            variance = jax.tree.map(lambda s, m: s - jnp.square(m), nu, mean)
+        else:
+            mean, variance = (), nu
+        direction = jax.tree.map(
+            lambda g, s: _like(g, s) / (jnp.sqrt(s + eps_root) + eps), updates, variance
+        )
+        if mu:
+            direction = jax.tree.map(lambda d, u: mu * u + d, direction, state.momentum)
+        new_state = RmsPropState(
+            _increment(state.count), nu, mean, direction if mu else ()
+        )
+        return _descend(eta, direction), new_state
+
+    return GradientTransformation(init, update)
+
+
+def _adam_direction(b1, b2, eps, eps_root, updates, state):
+    """m̂ / (√(v̂ + ε_root) + ε) and the new (m, v); shared by adam and adamw."""
+    mu = jax.tree.map(lambda g, m: b1 * m + (1.0 - b1) * _like(g, m), updates, state.mu)
+    nu = jax.tree.map(
+        lambda g, v: b2 * v + (1.0 - b2) * jnp.square(_like(g, v)), updates, state.nu
+    )
+    t = state.count.astype(jnp.result_type(float)) + 1.0
+
+    def direction(m, v):
+        tt = t.astype(m.dtype)
+        m_hat = m / (1.0 - b1**tt)
+        v_hat = v / (1.0 - b2**tt)
+        return m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+
+    return jax.tree.map(direction, mu, nu), mu, nu
+
+
+def adam(
+    learning_rate,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+) -> GradientTransformation:
+    """Adam (Kingma & Ba, 2015).
+
+    Update rule, per leaf, with η = ``learning_rate``, β₁ = ``b1``, β₂ = ``b2``,
+    ε = ``eps`` (outside the root), ε_root = ``eps_root`` (inside), t = count + 1::
+
+        m ← β₁m + (1 − β₁)g
+        v ← β₂v + (1 − β₂)g²
+        m̂ = m / (1 − β₁ᵗ),   v̂ = v / (1 − β₂ᵗ)
+        Δθ = −η m̂ / (√(v̂ + ε_root) + ε)
+
+    m, v start at 0 and are stored uncorrected.  With ε = ε_root = 0 the first step
+    moves every parameter with g ≠ 0 by exactly η (m̂/√v̂ = g/|g|).
+
+    Conventions: PyTorch ``Adam`` and optax ``adam`` are this rule (ε outside the root,
+    added to the bias-corrected √v̂).  TF / Keras add ε to the *uncorrected* √v (the
+    paper's ε̂), which acts like ε/√(1 − β₂ᵗ) here: larger during the first steps.
+    ``eps_root > 0`` keeps the gradient of the update finite when differentiating
+    through the optimizer (meta-learning).
+
+    Args:
+      learning_rate: η, a number > 0 or a schedule ``count -> η``.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε >= 0.
+      eps_root: ε_root >= 0.
+    Returns:
+      A :class:`GradientTransformation` with :class:`AdamState` (``mu``, ``nu`` like params).
+    """
+    schedule = _learning_rate(learning_rate)
+    b1 = _in_unit_interval("b1", b1)
+    b2 = _in_unit_interval("b2", b2)
+    eps = _non_negative("eps", eps)
+    eps_root = _non_negative("eps_root", eps_root)
+
+    def init(params):
+        return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
+
+    def update(updates, state, params=None):
+        eta = schedule(state.count)
+        direction, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state)
+        return _descend(eta, direction), AdamState(_increment(state.count), mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+def _is_weight(path) -> bool:
+    """True for a leaf stored under the dict key ``"W"`` (a dense layer's weight matrix)."""
+    return bool(path) and getattr(path[-1], "key", None) == "W"
+
+
+def adamw(
+    learning_rate,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    weight_decay: float = 1e-4,
+) -> GradientTransformation:
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), on ``W`` only.
+
+    Update rule, per leaf, with λ = ``weight_decay`` and the symbols of :func:`adam`::
+
+        Δθ = −η (m̂ / (√(v̂ + ε_root) + ε) + λθ)   for θ = W   (dict key "W")
+        Δθ = −η  m̂ / (√(v̂ + ε_root) + ε)         for b, gamma, beta
+
+    η is the scheduled rate at this step, so the decay follows the schedule (as in
+    optax and PyTorch ``AdamW``; the paper uses a separate multiplier).  Biases and
+    normalisation parameters are never decayed, matching DESIGN.md's penalties.  Unlike
+    an L2 penalty (``MLP(l2=...)``), the decay bypasses the moments.  PyTorch's
+    ``AdamW`` defaults to λ = 1e-2 and decays every parameter unless told otherwise.
+
+    ``update`` needs ``params`` (the current θ): ``opt.update(grads, state, params)``.
+
+    Args:
+      learning_rate: η, a number > 0 or a schedule ``count -> η``.
+      b1, b2: β₁, β₂ in [0, 1).
+      eps, eps_root: ε, ε_root >= 0.
+      weight_decay: λ >= 0.
+    Returns:
+      A :class:`GradientTransformation` with :class:`AdamState`.
+    """
+    schedule = _learning_rate(learning_rate)
+    b1 = _in_unit_interval("b1", b1)
+    b2 = _in_unit_interval("b2", b2)
+    eps = _non_negative("eps", eps)
+    eps_root = _non_negative("eps_root", eps_root)
+    weight_decay = _non_negative("weight_decay", weight_decay)
+
+    def init(params):
+        return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError(
+                "adamw's update needs the current params for the weight decay: call "
+                "opt.update(grads, state, params)"
+            )
+        eta = schedule(state.count)
+        direction, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state)
+
+        def decayed(path, d, theta):
+            if not _is_weight(path):
+                return d
+            return d + weight_decay * jnp.asarray(theta).astype(d.dtype)
+
+        direction = jax.tree_util.tree_map_with_path(decayed, direction, params)
+        return _descend(eta, direction), AdamState(_increment(state.count), mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+def adagrad(
+    learning_rate, initial_accumulator_value: float = 0.1, eps: float = 1e-7
+) -> GradientTransformation:
+    """Adagrad (Duchi, Hazan & Singer, 2011).
+
+    Update rule, per leaf, with η = ``learning_rate``, s₀ = ``initial_accumulator_value``,
+    ε = ``eps``::
+
+        s ← s + g²            (s starts at s₀)
+        Δθ = −η g / (√s + ε)
+
+    Conventions: PyTorch ``Adagrad`` is this rule (ε outside the root) with defaults
+    s₀ = 0, ε = 1e-10.  optax ``adagrad`` has these defaults but puts ε *inside* the root,
+    g / √(s + ε); Keras too (ε inside).
+
+    Args:
+      learning_rate: η, a number > 0 or a schedule ``count -> η``.
+      initial_accumulator_value: s₀ >= 0.
+      eps: ε >= 0.
+    Returns:
+      A :class:`GradientTransformation` with :class:`AdagradState`.
+    """
+    schedule = _learning_rate(learning_rate)
+    s0 = _non_negative("initial_accumulator_value", initial_accumulator_value)
+    eps = _non_negative("eps", eps)
+
+    def init(params):
+        return AdagradState(
+            count=_zero_count(),
+            sum_of_squares=jax.tree.map(lambda p: jnp.full_like(p, s0), params),
+        )
+
+    def update(updates, state, params=None):
+        eta = schedule(state.count)
+        sums = jax.tree.map(
+            lambda g, s: s + jnp.square(_like(g, s)), updates, state.sum_of_squares
+        )
+        direction = jax.tree.map(
+            lambda g, s: _like(g, s) / (jnp.sqrt(s) + eps), updates, sums
+        )
+        return _descend(eta, direction), AdagradState(_increment(state.count), sums)
+
+    return GradientTransformation(init, update)
+
+
+# --------------------------------------------------------------------------------------
+# Clipping and composition
+# --------------------------------------------------------------------------------------
+
+
+def global_norm(tree: PyTree) -> jax.Array:
+    """‖tree‖ = √(Σ over all leaves of Σ x²), a scalar (0 for a tree with no leaves)."""
+    # the Python 0.0 is weakly typed: an all-float32 tree gives a float32 norm
+    squares = sum((jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)), 0.0)
+    return jnp.sqrt(squares)
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    """Rescales the whole update tree so its global norm is at most τ = ``max_norm``::
+
+        g ← g · τ/‖g‖   if ‖g‖ > τ,   else unchanged     (‖g‖ over all leaves)
+
+    The direction is kept; place it first in a :func:`chain`, before the optimizer, to
+    clip gradients: ``chain(clip_by_global_norm(1.0), adam(1e-3))``.
+
+    Args:
+      max_norm: τ, finite and > 0.
+    Returns:
+      A stateless :class:`GradientTransformation` (state :class:`EmptyState`).
+    """
+    tau = _positive("max_norm", max_norm)
+
+    def init(params):
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        norm = global_norm(updates)
+        # where() picks 1 when ‖g‖ <= τ, so a zero norm never divides
+        factor = jnp.where(norm > tau, tau / norm, 1.0)
+        return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
+
+    return GradientTransformation(init, update)
+
+
+def identity() -> GradientTransformation:
+    """Passes updates through unchanged (state :class:`EmptyState`)."""
+
+    def init(params):
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        return updates, state
+
+    return GradientTransformation(init, update)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Composes transformations left to right: the first one sees the raw gradients.
+
+    ``chain(a, b).update(g, (sa, sb), θ)`` is ``u, sa = a.update(g, sa, θ)`` then
+    ``u, sb = b.update(u, sb, θ)``.  The state is the tuple of the inner states, in order.
+    """
+    for i, t in enumerate(transforms):
+        if not isinstance(t, GradientTransformation):
+            raise TypeError(
+                f"chain's argument {i} must be a GradientTransformation (e.g. adam(1e-3)), "
+                f"got {t!r}"
+            )
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params=None):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transformations got a state of length "
+                f"{len(state)}"
+            )
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init, update)
