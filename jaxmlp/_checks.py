@@ -35,7 +35,9 @@ def as_array(x, name: str):
 def check_finite(x, name: str) -> None:
     """ValueError when concrete `x` holds NaN or Inf."""
     if is_concrete(x) and jnp.issubdtype(x.dtype, jnp.inexact):
-        if not bool(jnp.isfinite(x).all()):
+        with jax.ensure_compile_time_eval():  # concrete values evaluate even inside a trace
+            finite = bool(jnp.isfinite(x).all())
+        if not finite:
             raise ValueError(f"{name} contains NaN or Inf values")
 
 

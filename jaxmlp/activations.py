@@ -96,8 +96,9 @@ def _d_leaky_relu(z, a):
 
 
 def _elu(z):
-    # expm1 of min(z, 0): the unused branch stays finite for large z.
-    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(jnp.minimum(z, 0)))
+    # The inner where keeps the unused branch finite for large z; unlike minimum(z, 0),
+    # whose derivative at the tie z = 0 is ½, it leaves autodiff's f′(0) = 1 = our df.
+    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(jnp.where(z > 0, 0.0, z)))
 
 
 def _d_elu(z, a):

@@ -121,7 +121,8 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
                 f"for loss='cce', a 1-D {name} must hold integer class labels in [0, {K}), "
                 f"got dtype {y.dtype}; pass one-hot targets of shape ({n}, {K}) otherwise")
         if is_concrete(y):
-            lo, hi = int(jnp.min(y)), int(jnp.max(y))
+            with jax.ensure_compile_time_eval():
+                lo, hi = int(jnp.min(y)), int(jnp.max(y))
             if lo < 0 or hi >= K:
                 raise ValueError(
                     f"{name} holds class labels outside [0, {K}): min {lo}, max {hi}")
@@ -136,7 +137,9 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
         raise ValueError(f"{name} must have shape ({n}, {K}), got {tuple(y.shape)}")
     check_finite(y, name)
     if model.loss == "bce" and is_concrete(y):
-        if bool(jnp.any((y < 0) | (y > 1))):
+        with jax.ensure_compile_time_eval():
+            outside = bool(jnp.any((y < 0) | (y > 1)))
+        if outside:
             raise ValueError(f"for loss='bce', {name} must lie in [0, 1]")
     return y.astype(dtype)
 
