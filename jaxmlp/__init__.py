@@ -11,9 +11,10 @@ batch mean's 1/N lives in δ⁽ᴸ⁾ only (see `jaxmlp.backprop`).
     params = jm.init_params(jax.random.key(0), model)
     L, grads = jm.value_and_grad(model, params, x, y)
 """
-from jaxmlp import activations, data, init, layers, losses, optim, oracle
+from jaxmlp import activations, data, init, layers, losses, optim, oracle, parallel
 from jaxmlp.backprop import Backprop, backprop, value_and_grad
 from jaxmlp.check import GradientReport, check_gradients
+from jaxmlp.train import DivergenceError, fit, make_train_step
 from jaxmlp.losses import loss
 from jaxmlp.model import MLP, forward, init_params, init_state
 
@@ -30,6 +31,9 @@ __all__ = [
     "Backprop",
     "check_gradients",
     "GradientReport",
+    "fit",
+    "make_train_step",
+    "DivergenceError",
     "activations",
     "data",
     "init",
@@ -37,4 +41,5 @@ __all__ = [
     "losses",
     "optim",
     "oracle",
+    "parallel",
 ]

@@ -43,13 +43,17 @@ class NormCache(NamedTuple):
     axis: Optional[int]
 
 
+def _scale_shift(z_hat, gamma, beta):
+    return gamma[None, :] * z_hat + beta[None, :]
+
+
 def _normalise(z, gamma, beta, axis):
     mu = jnp.mean(z, axis=axis, keepdims=True)
     centred = z - mu
     var = jnp.mean(centred * centred, axis=axis, keepdims=True)
     inv_std = jax.lax.rsqrt(var + NORM_EPS)
     z_hat = centred * inv_std
-    return gamma * z_hat + beta, NormCache(z_hat, inv_std, gamma, axis), mu, var
+    return _scale_shift(z_hat, gamma, beta), NormCache(z_hat, inv_std, gamma, axis), mu, var
 
 
 def layer_norm_forward(z: Array, gamma: Array, beta: Array):
@@ -73,7 +77,7 @@ def batch_norm_forward(z: Array, gamma: Array, beta: Array, *, running=None,
     if not train:
         inv_std = jax.lax.rsqrt(running["var"] + NORM_EPS)[None, :]
         z_hat = (z - running["mean"][None, :]) * inv_std
-        return gamma * z_hat + beta, NormCache(z_hat, inv_std, gamma, None), running
+        return _scale_shift(z_hat, gamma, beta), NormCache(z_hat, inv_std, gamma, None), running
     u, cache, mu, var = _normalise(z, gamma, beta, axis=0)
     if running is not None:
         mu = jax.lax.stop_gradient(mu[0])
@@ -88,7 +92,7 @@ def norm_backward(g: Array, cache: NormCache):
     z_hat, inv_std, gamma, axis = cache
     dgamma = jnp.sum(g * z_hat, axis=0)
     dbeta = jnp.sum(g, axis=0)
-    g_hat = g * gamma
+    g_hat = g * gamma[None, :]
     if axis is None:
         return g_hat * inv_std, dgamma, dbeta
     dz = inv_std * (g_hat - jnp.mean(g_hat, axis=axis, keepdims=True)

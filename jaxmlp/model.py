@@ -30,7 +30,7 @@ Array = jax.Array
 Params = list  # [{"W": (n_out, n_in), "b": (n_out,), ["gamma", "beta": (n_out,)]}, ...]
 
 __all__ = ["MLP", "init_params", "init_state", "forward", "forward_pass", "Cache",
-           "LayerCache", "LOSSES", "NORMS"]
+           "LayerCache", "LOSSES", "NORMS", "affine"]
 
 #: Losses and the output activation each one requires (None: any output).
 LOSSES = {"mse": None, "sse": None, "bce": "sigmoid", "cce": "softmax"}
@@ -365,6 +365,15 @@ class Cache(NamedTuple):
     yhat: Array
 
 
+def affine(a: Array, W: Array, b: Array) -> Array:
+    """z = a Wᵀ + b for a (N, n_in), W (n_out, n_in), b (n_out,) or (N, n_out).
+
+    The broadcast of b is explicit (implicit rank promotion is an error in the tests);
+    a per-example b of shape (N, n_out) makes ∂L/∂b equal δ = ∂L/∂z, which the tests use
+    to check the deltas against autodiff."""
+    return a @ W.T + jnp.broadcast_to(b, (a.shape[0], W.shape[0]))
+
+
 def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
                  key: Optional[Array] = None, state=None):
     """The forward pass with its cache; no argument checks (see `forward`).
@@ -382,7 +391,7 @@ def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
     caches, new_state = [], []
     for l in range(n_hidden):
         layer = params[l]
-        z = a @ layer["W"].T + layer["b"]
+        z = affine(a, layer["W"], layer["b"])
         if model.norm is None:
             u, norm_cache = z, None
         elif model.norm == "layer":
@@ -401,7 +410,7 @@ def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
         caches.append(LayerCache(a, z, norm_cache, u, h, mask))
         a = a_next
     last = params[-1]
-    z = a @ last["W"].T + last["b"]
+    z = affine(a, last["W"], last["b"])
     yhat = _act.get(model.output).f(z)
     if state is None or not train:
         new_state = state

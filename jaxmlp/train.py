@@ -1,0 +1,342 @@
+"""Training: one pure step, and `fit`, whose every epoch is a single compiled `lax.scan`.
+
+    (L, g) = value_and_grad(model, θ, x_b, y_b)       manual δ (or `grad="autodiff"`)
+    (u, s) = optimizer.update(g, s, θ)
+    θ ← θ + u
+
+`fit` shuffles the training set every epoch with `fold_in(key, epoch)`, cuts it into
+⌊N / batch_size⌋ minibatches and runs them through one jitted `lax.scan`: the device never
+waits for Python inside an epoch.  **The last partial batch is dropped** (N mod batch_size
+examples, a different random subset every epoch), which keeps every step the same shape
+and the epoch one compiled program; `batch_size=None` (or ≥ N) is full-batch gradient
+descent.
+
+Per epoch the history records:
+- `train_loss`: the mean over the epoch's minibatches of the training objective
+  (data loss + penalties, training mode: what the optimizer minimised);
+- `val_loss`: the data loss on `validation` in inference mode (no dropout, batch-norm
+  running statistics, no penalty term: the fit to held-out data), or nothing without
+  validation.
+
+Divergence: every step checks that the loss and the gradients are finite.  The first
+non-finite step is not applied (nor any after it), so the parameters handed back are the
+last finite ones; `fit` then raises `DivergenceError` naming the epoch and step (it carries
+`params`, `opt_state`, `state` and `history`), or with `on_divergence="stop"` returns them
+with `history["diverged"] = {"epoch": e, "step": s}`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmlp import optim as _optim
+from jaxmlp import parallel as _parallel
+from jaxmlp._checks import as_array, check_finite
+from jaxmlp.backprop import backprop_pass
+from jaxmlp.losses import check_inputs, data_loss, penalty, prepare_targets
+from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, forward_pass,
+                          init_state)
+
+Array = jax.Array
+
+__all__ = ["make_train_step", "fit", "DivergenceError", "GRADS"]
+
+GRADS = ("manual", "autodiff")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or gradient.
+
+    Attributes: epoch and step (0-based) of the first bad step; `params`, `opt_state`
+    and `state`, the last finite ones (before that step); `history` up to that epoch.
+    """
+
+    def __init__(self, epoch, step, params, opt_state, state, history):
+        super().__init__(
+            f"training diverged: non-finite loss or gradient at epoch {epoch}, step {step}; "
+            f"the last finite parameters are kept (this error's .params). Try a smaller "
+            f"learning rate or gradient clipping (jaxmlp.optim.clip_by_global_norm).")
+        self.epoch, self.step = epoch, step
+        self.params, self.opt_state, self.state, self.history = params, opt_state, state, history
+
+
+def _check_optimizer(optimizer):
+    if not isinstance(optimizer, _optim.GradientTransformation):
+        raise TypeError(
+            f"optimizer must be a jaxmlp.optim.GradientTransformation (e.g. "
+            f"jaxmlp.optim.adam(1e-3)), got {type(optimizer).__name__}")
+
+
+def _check_grad(grad):
+    if grad not in GRADS:
+        raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
+
+
+def _grad_fn(model: MLP, grad: str) -> Callable:
+    """(params, x, y, key, state) -> (loss, grads, new_state), for prepared x and y."""
+    if grad == "manual":
+        def f(params, x, y, key, state):
+            out = backprop_pass(model, params, x, y, key=key, state=state)
+            return out.loss, out.grads, out.state
+    else:
+        def f(params, x, y, key, state):
+            def objective(p):
+                yhat, cache, new_state = forward_pass(model, p, x, train=True, key=key,
+                                                      state=state)
+                return data_loss(model, cache.z, yhat, y) + penalty(model, p), new_state
+            (loss, new_state), g = jax.value_and_grad(objective, has_aux=True)(params)
+            return loss, g, new_state
+    return f
+
+
+def _all_finite(loss, grads):
+    sq = sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads))
+    return jnp.isfinite(loss) & jnp.isfinite(sq)
+
+
+def _apply(optimizer, params, opt_state, grads):
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return _optim.apply_updates(params, updates), opt_state
+
+
+# --------------------------------------------------------------------------- one step
+
+def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool = True,
+                    mesh=None):
+    """The jitted single training step, for users' own loops.
+
+        step(params, opt_state, x, y, *, key=None, state=None)
+            -> (params, opt_state, loss)               (+ new state with batch norm)
+
+    Args:
+      model: the `MLP`.
+      optimizer: a `jaxmlp.optim.GradientTransformation`.
+      grad: `"manual"` (the δ recursion) or `"autodiff"` (`jax.value_and_grad` of the
+        same loss), for side-by-side checks.
+      donate: donate the params and opt_state buffers to the step (saves a copy; the
+        arrays passed in are invalid afterwards, so always use the returned ones).
+      mesh: a `jax.sharding.Mesh` with an axis "data": x and y are sharded along their
+        batch axis over it (the batch must divide evenly), params are expected replicated
+        (`jaxmlp.parallel.replicate`); the result equals the single-device step.
+
+    The step checks shapes when it traces (once per new shape: no cost per call); x is
+    (batch, n_in), y as for `jaxmlp.loss`; `key` is needed when the model has dropout,
+    `state` (from `jaxmlp.init_state`) when it has batch norm.
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
+    _check_optimizer(optimizer)
+    _check_grad(grad)
+    grads_of = _grad_fn(model, grad)
+    batch_norm = model.norm == "batch"
+
+    def step(params, opt_state, x, y, *, key=None, state=None):
+        if batch_norm and state is None:
+            raise ValueError(
+                "the model has batch norm: pass state=jaxmlp.init_state(model) to the step "
+                "and use the state it returns next time")
+        x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+        if mesh is not None:
+            _parallel.check_mesh(mesh, x.shape[0])
+            x, y = _parallel.shard_constraint(mesh, (x, y))
+        loss, g, new_state = grads_of(params, x, y, key, state)
+        params, opt_state = _apply(optimizer, params, opt_state, g)
+        if batch_norm:
+            return params, opt_state, loss, new_state
+        return params, opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+# --------------------------------------------------------------------------- fit
+
+class _EpochOut(NamedTuple):
+    params: Any
+    opt_state: Any
+    state: Any
+    losses: Array       # (n_batches,) the minibatch losses
+    bad_step: Array     # int32: first non-finite step of the epoch, or −1
+    val_loss: Array     # scalar (NaN without validation)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "optimizer", "grad", "batch_size",
+                                             "n_batches", "unroll", "mesh"))
+def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer, grad,
+               batch_size, n_batches, unroll, mesh):
+    """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss."""
+    grads_of = _grad_fn(model, grad)
+    k_perm, k_drop = jax.random.split(key)
+    idx = jax.random.permutation(k_perm, x.shape[0])[: n_batches * batch_size]
+    xs = x[idx].reshape(n_batches, batch_size, x.shape[1])
+    ys = y[idx].reshape(n_batches, batch_size, y.shape[1])
+    step_keys = jax.random.split(k_drop, n_batches)
+
+    def body(carry, batch):
+        params, opt_state, state, bad, i = carry
+        xb, yb, kb = batch
+        if mesh is not None:  # the batch axis over the devices; the compiler adds the all-reduce
+            xb, yb = _parallel.shard_constraint(mesh, (xb, yb))
+        loss, g, new_state = grads_of(params, xb, yb, kb if model.dropout > 0 else None, state)
+        new_params, new_opt = _apply(optimizer, params, opt_state, g)
+        ok = _all_finite(loss, g) & (bad < 0)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+        carry = (keep(new_params, params), keep(new_opt, opt_state),
+                 keep(new_state, state), jnp.where((bad < 0) & ~ok, i, bad), i + 1)
+        return carry, loss
+
+    init = (params, opt_state, state, jnp.int32(-1), jnp.int32(0))
+    (params, opt_state, state, bad, _), losses = jax.lax.scan(body, init, (xs, ys, step_keys),
+                                                              unroll=unroll)
+    if xv is None:
+        val = jnp.array(jnp.nan, losses.dtype)
+    else:
+        yhat, cache, _ = forward_pass(model, params, xv, train=False, state=state)
+        val = data_loss(model, cache.z, yhat, yv)
+    return _EpochOut(params, opt_state, state, losses, bad, val)
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _prepare_data(model, x, y, dtype, name):
+    x = check_x(model, x, f"{name} x" if name else "x")
+    y = prepare_targets(model, y, x.shape[0], dtype, f"{name} y" if name else "y")
+    check_finite(y, f"{name} y" if name else "y")
+    return jnp.asarray(x, dtype), y
+
+
+def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
+        key: Array, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
+        grad: str = "manual", callback: Optional[Callable] = None, state=None,
+        on_divergence: str = "raise", unroll: int = 1, mesh=None):
+    """Trains `params` with `optimizer` on (x, y); returns `(params, history)`.
+
+    Args:
+      model, params: the `MLP` and its initial parameters.
+      optimizer: a `jaxmlp.optim.GradientTransformation` (its state starts fresh).
+      x: (N, n_in) float inputs; y: targets as for `jaxmlp.loss`. NaN/Inf are refused.
+      epochs: number of passes over the data (≥ 1).
+      batch_size: minibatch size (≥ 1); None or ≥ N for full batch. Each epoch runs
+        ⌊N / batch_size⌋ steps; the last partial batch is dropped (a different random
+        subset each epoch, since the data are reshuffled).
+      key: PRNG key: epoch e shuffles (and draws dropout masks) with fold_in(key, e).
+      validation: optional (x_val, y_val), evaluated in inference mode after each epoch.
+      patience: early stopping: stop after `patience` epochs without a validation loss
+        below best − min_delta, and hand back the best epoch's parameters (needs
+        `validation`).
+      min_delta: the improvement that counts, ≥ 0.
+      grad: "manual" (δ recursion) or "autodiff" (jax.value_and_grad), for comparisons.
+      callback: called after every epoch as callback(epoch, logs) with logs a dict of
+        `train_loss`, `val_loss`, `epoch_time`; returning True stops training.
+      state: batch-norm running statistics to start from (default `init_state(model)`).
+      on_divergence: "raise" (default: `DivergenceError`, carrying the last finite
+        params) or "stop" (return them, with `history["diverged"]`).
+      unroll: `lax.scan` unroll factor for the minibatch loop.
+      mesh: a `jax.sharding.Mesh` with an axis "data": batches are sharded over it,
+        parameters and optimizer state replicated (see `jaxmlp.parallel`).
+
+    Returns:
+      (params, history): history has lists `train_loss`, `val_loss`, `epoch_time` (one
+      float per epoch run; `val_loss` empty without validation), `best_epoch` (0-based;
+      the last epoch without validation), `stopped_early`, `epochs_run`, and `state`
+      (the final batch-norm statistics, or None).
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
+    _check_optimizer(optimizer)
+    _check_grad(grad)
+    check_params(model, params)
+    epochs = _positive_int(epochs, "epochs")
+    unroll = _positive_int(unroll, "unroll")
+    if patience is not None:
+        patience = _positive_int(patience, "patience")
+        if validation is None:
+            raise ValueError("patience (early stopping) needs validation=(x_val, y_val)")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or not min_delta >= 0:
+        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+    if on_divergence not in ("raise", "stop"):
+        raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+    key = _check_key(key, "key")
+    dtype = params[0]["W"].dtype
+    x, y = _prepare_data(model, x, y, dtype, "")
+    n = x.shape[0]
+    if batch_size is None:
+        batch_size = n
+    batch_size = min(_positive_int(batch_size, "batch_size"), n)
+    n_batches = n // batch_size
+    xv = yv = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError("validation must be a pair (x_val, y_val)")
+        xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation")
+    if model.norm == "batch":
+        state = init_state(model, dtype=dtype) if state is None else state
+    check_mode(model, train=True, key=key, state=state)
+
+    opt_state = optimizer.init(params)
+    if mesh is not None:
+        _parallel.check_mesh(mesh, batch_size)
+        x, y, xv, yv, params, opt_state, state = _parallel.replicate(
+            mesh, (x, y, xv, yv, params, opt_state, state))
+
+    history = {"train_loss": [], "val_loss": [], "epoch_time": [], "best_epoch": None,
+               "stopped_early": False, "epochs_run": 0, "state": state}
+    best = (math.inf, None, None)  # (val loss, params, state)
+    since_best = 0
+    static = dict(model=model, optimizer=optimizer, grad=grad, batch_size=batch_size,
+                  n_batches=n_batches, unroll=unroll, mesh=mesh)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        out = _run_epoch(params, opt_state, state, x, y, xv, yv,
+                         jax.random.fold_in(key, epoch), **static)
+        bad = int(out.bad_step)
+        if bad >= 0:
+            params, opt_state, state = out.params, out.opt_state, out.state
+            history["state"] = state
+            history["diverged"] = {"epoch": epoch, "step": bad}
+            history["stopped_early"] = True
+            if on_divergence == "raise":
+                raise DivergenceError(epoch, bad, params, opt_state, state, history)
+            break
+        params, opt_state, state = out.params, out.opt_state, out.state
+        train_loss = float(jnp.mean(out.losses))
+        elapsed = time.perf_counter() - t0
+        history["train_loss"].append(train_loss)
+        history["epoch_time"].append(elapsed)
+        history["epochs_run"] = epoch + 1
+        history["state"] = state
+        logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None}
+        if xv is not None:
+            val = float(out.val_loss)
+            history["val_loss"].append(val)
+            logs["val_loss"] = val
+            if val < best[0] - min_delta:
+                best = (val, params, state)
+                history["best_epoch"] = epoch
+                since_best = 0
+            else:
+                since_best += 1
+        stop = bool(callback(epoch, logs)) if callback is not None else False
+        if patience is not None and since_best >= patience:
+            history["stopped_early"] = True
+            break
+        if stop:
+            history["stopped_early"] = True
+            break
+    if xv is not None and best[1] is not None:
+        params, state = best[1], best[2]
+        history["state"] = state
+    elif history["best_epoch"] is None:
+        history["best_epoch"] = max(history["epochs_run"] - 1, 0)
+    return params, history
+

@@ -1,0 +1,203 @@
+"""make_train_step and fit: equivalence with autodiff, early stopping, divergence, determinism."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmlp as jm
+from jaxmlp import optim
+from jaxmlp.train import DivergenceError, _run_epoch
+
+
+def regression_data(n=96, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3)).astype(dtype)
+    y = (np.sin(x[:, :1]) + 0.5 * x[:, 1:2] * x[:, 2:3]).astype(dtype)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def reg():
+    model = jm.MLP((3, 16, 16, 1), activation="tanh")
+    params = jm.init_params(jax.random.key(0), model, dtype=jnp.float64)
+    x, y = regression_data()
+    return model, params, x, y
+
+
+@pytest.fixture(scope="module")
+def adam():
+    return optim.adam(1e-2)
+
+
+def test_manual_and_autodiff_steps_give_same_params(reg):
+    model, params, x, y = reg
+    opt = optim.adam(1e-2)
+    steps = {g: jm.make_train_step(model, opt, grad=g, donate=False) for g in ("manual", "autodiff")}
+    results = {}
+    for g, step in steps.items():
+        p, s = params, opt.init(params)
+        for i in range(20):
+            sl = slice((i * 16) % 96, (i * 16) % 96 + 16)
+            p, s, loss = step(p, s, x[sl], y[sl])
+        results[g] = p
+    chex.assert_trees_all_close(results["manual"], results["autodiff"], rtol=1e-10, atol=1e-13)
+
+
+def test_step_is_jitted_and_does_not_retrace(reg):
+    model, params, x, y = reg
+    opt = optim.sgd(0.1)
+    step = jm.make_train_step(model, opt)
+    p, s = jax.tree_util.tree_map(jnp.copy, params), opt.init(params)
+    p, s, l1 = step(p, s, x[:16], y[:16])
+    p, s, l2 = step(p, s, x[16:32], y[16:32])
+    assert step._cache_size() == 1
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, 3\)"):
+        step(p, s, x[:16, :2], y[:16])
+
+
+def test_fit_lowers_loss_and_is_deterministic(reg, adam):
+    model, params, x, y = reg
+    kw = dict(epochs=15, batch_size=16, key=jax.random.key(3))
+    p1, h1 = jm.fit(model, params, adam, x, y, **kw)
+    p2, h2 = jm.fit(model, params, adam, x, y, **kw)
+    assert h1["train_loss"][-1] < 0.5 * h1["train_loss"][0]
+    assert len(h1["train_loss"]) == 15 and h1["val_loss"] == [] and h1["epochs_run"] == 15
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2)):
+        np.testing.assert_array_equal(a, b)  # bitwise
+    p3, _ = jm.fit(model, params, adam, x, y, **dict(kw, key=jax.random.key(4)))
+    assert not np.array_equal(p1[0]["W"], p3[0]["W"])
+
+
+def test_fit_compiles_once(reg, adam):
+    model, params, x, y = reg
+    kw = dict(epochs=2, batch_size=32, key=jax.random.key(0))
+    jm.fit(model, params, adam, x, y, **kw)
+    before = _run_epoch._cache_size()
+    jm.fit(model, params, adam, x + 1.0, y, **kw)  # same shapes, other values
+    assert _run_epoch._cache_size() == before
+
+
+def test_full_batch_and_partial_batch_dropped(reg):
+    model, params, x, y = reg
+    opt = optim.sgd(0.05)
+    seen = []
+    jm.fit(model, params, opt, x[:50], y[:50], epochs=1, batch_size=None, key=jax.random.key(0))
+    # full batch gradient descent is exactly one step on the whole set
+    p_fit, _ = jm.fit(model, params, opt, x[:50], y[:50], epochs=3, batch_size=None,
+                      key=jax.random.key(0))
+    p = params
+    for _ in range(3):
+        _, g = jm.value_and_grad(model, p, x[:50], y[:50])
+        p = jax.tree_util.tree_map(lambda a, b: a - 0.05 * b, p, g)
+    chex.assert_trees_all_close(p_fit, p, rtol=1e-12)
+    _, h = jm.fit(model, params, opt, x[:50], y[:50], epochs=1, batch_size=16,
+                  key=jax.random.key(0), callback=lambda e, logs: seen.append(logs))
+    assert len(seen) == 1 and set(seen[0]) == {"train_loss", "val_loss", "epoch_time"}
+
+
+def test_early_stopping_restores_best_epoch(adam):
+    # a wide net on few noisy points over-fits: validation loss turns up
+    model = jm.MLP((3, 64, 64, 1), activation="relu")
+    params = jm.init_params(jax.random.key(1), model, dtype=jnp.float64)
+    x, y = regression_data(40, seed=1)
+    y = y + np.random.default_rng(2).normal(0, 0.5, y.shape)
+    xv, yv = regression_data(200, seed=3)
+    best_params = {}
+
+    def remember(epoch, logs):
+        best_params[epoch] = logs["val_loss"]
+
+    p, h = jm.fit(model, params, optim.adam(3e-2), x, y, epochs=300, batch_size=8,
+                  key=jax.random.key(0), validation=(xv, yv), patience=5, callback=remember)
+    assert h["stopped_early"] and h["epochs_run"] < 300
+    best = int(np.argmin(h["val_loss"]))
+    assert h["best_epoch"] == best and h["epochs_run"] == best + 1 + 5
+    # the returned params are the best epoch's: their validation loss is the minimum
+    val = float(jm.loss(model, p, xv, yv, train=False))
+    assert val == pytest.approx(min(h["val_loss"]), rel=1e-12)
+
+
+def test_divergence_is_reported_and_params_stay_finite(reg):
+    model, params, x, y = reg
+    huge = optim.sgd(1e6)
+    with pytest.raises(DivergenceError, match=r"epoch \d+, step \d+.*smaller learning rate") as e:
+        jm.fit(model, params, huge, x, y * 1e3, epochs=10, batch_size=16, key=jax.random.key(0))
+    err = e.value
+    assert f"epoch {err.epoch}, step {err.step}" in str(err)
+    assert len(err.history["train_loss"]) == err.epoch  # the finished epochs, all finite
+    assert all(np.isfinite(err.history["train_loss"]))
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(err.params))
+    p, h = jm.fit(model, params, huge, x, y * 1e3, epochs=10, batch_size=16,
+                  key=jax.random.key(0), on_divergence="stop")
+    assert h["diverged"] == {"epoch": err.epoch, "step": err.step}
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(x="nan"), "x contains NaN or Inf"),
+    (dict(y="inf"), "y contains NaN or Inf"),
+    (dict(batch_size=0), "batch_size must be a positive int"),
+    (dict(batch_size=2.5), "batch_size must be a positive int"),
+    (dict(epochs=0), "epochs must be a positive int"),
+    (dict(patience=3), "patience .* needs validation"),
+    (dict(min_delta=-1.0), "min_delta must be"),
+    (dict(grad="numeric"), "grad must be one of"),
+    (dict(on_divergence="ignore"), "on_divergence must be"),
+    (dict(validation=(np.ones((4, 2)), np.ones((4, 1)))), r"validation x must have shape \(batch, 3\)"),
+    (dict(validation=(np.ones((4, 3)), np.full((4, 1), np.nan))), "validation y contains NaN"),
+])
+def test_fit_refuses_bad_arguments(reg, adam, bad, match):
+    model, params, x, y = reg
+    kw = dict(epochs=1, batch_size=16, key=jax.random.key(0))
+    if bad.get("x") == "nan":
+        x = x.copy(); x[3, 1] = np.nan; bad = {}
+    elif bad.get("y") == "inf":
+        y = y.copy(); y[5, 0] = np.inf; bad = {}
+    kw.update(bad)
+    with pytest.raises(ValueError, match=match):
+        jm.fit(model, params, adam, x, y, **kw)
+
+
+def test_fit_refuses_bad_types(reg, adam):
+    model, params, x, y = reg
+    with pytest.raises(TypeError, match="optimizer must be a jaxmlp.optim.GradientTransformation"):
+        jm.fit(model, params, "adam", x, y, epochs=1, batch_size=4, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="key must be a jax.random.key"):
+        jm.fit(model, params, adam, x, y, epochs=1, batch_size=4, key=0)
+
+
+# ----------------------------------------------------------------- with norm and dropout
+@pytest.mark.parametrize("extra", [dict(norm="batch"), dict(norm="layer"), dict(dropout=0.2),
+                                   dict(norm="batch", dropout=0.1, l2=1e-3, l1=1e-4)],
+                         ids=["batch", "layer", "dropout", "all"])
+def test_fit_trains_with_norm_and_dropout_and_early_stopping(extra):
+    model = jm.MLP((3, 32, 1), activation="relu", **extra)
+    params = jm.init_params(jax.random.key(0), model, dtype=jnp.float64)
+    x, y = regression_data(128)
+    xv, yv = regression_data(64, seed=5)
+    p, h = jm.fit(model, params, optim.adam(1e-2), x, y, epochs=40, batch_size=16,
+                  key=jax.random.key(1), validation=(xv, yv), patience=4)
+    assert min(h["val_loss"]) < 0.6 * h["val_loss"][0]
+    state = h["state"]
+    assert (state is None) == (extra.get("norm") != "batch")
+    val = float(jm.loss(model, p, xv, yv, state=state, train=False)) - float(
+        jm.losses.penalty(model, p))
+    assert val == pytest.approx(min(h["val_loss"]), rel=1e-9)
+
+
+def test_train_step_with_batch_norm_and_dropout():
+    model = jm.MLP((3, 8, 1), norm="batch", dropout=0.3)
+    params = jm.init_params(jax.random.key(0), model, dtype=jnp.float64)
+    opt = optim.sgd(0.1)
+    step = jm.make_train_step(model, opt)
+    x, y = regression_data(16)
+    state = jm.init_state(model, dtype=jnp.float64)
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        step(params, opt.init(params), x, y, state=state)
+    with pytest.raises(ValueError, match="pass state=jaxmlp.init_state"):
+        step(params, opt.init(params), x, y, key=jax.random.key(0))
+    p, s, loss, new_state = step(params, opt.init(params), x, y, key=jax.random.key(0),
+                                 state=state)
+    assert not np.allclose(new_state[0]["mean"], state[0]["mean"])
+    assert jnp.isfinite(loss)
