@@ -221,10 +221,24 @@ def _plot(history, path: Path):
     return True
 
 
+def _check_args(args):
+    """The numeric flags, checked before any data is loaded."""
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name} must be a positive int, got {getattr(args, name)}")
+    if args.patience < 0:
+        raise ValueError(f"patience must be >= 0 (0: off), got {args.patience}")
+    for name in ("lr", "clip"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
 def run_train(args) -> int:
     import jaxmlp as jm
     from jaxmlp import data
     t_start = time.perf_counter()
+    _check_args(args)
     d = _load(args)
     stratify = d.task == "classification"
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = data.train_val_test_split(

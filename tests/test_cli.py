@@ -1,0 +1,85 @@
+"""The command line: `jaxmlp train` end to end, its errors, and `jaxmlp check` dispatch."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxmlp as jm
+from jaxmlp import cli
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_train_default_run_writes_everything(tmp_path, capsys):
+    assert cli.main(["train", "--epochs", "15", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient check" in out and "-> OK" in out and "accuracy" in out
+    for name in ("model.ckpt", "history.json", "metrics.json"):
+        assert (tmp_path / name).exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and metrics["gradient_check_max_rel_err"] < 1e-9
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["train_loss"]) == history["epochs_run"] <= 15
+    ckpt = jm.checkpoint.load(tmp_path / "model.ckpt")
+    assert ckpt.model.sizes == (2, 64, 64, 3) and ckpt.extra["dataset"] == "spirals"
+
+
+def test_train_regression_csv(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.standard_normal(120)
+    rows = ["a;b;c;target"] + [";".join(f"{v:.6f}" for v in (*r, t)) for r, t in zip(x, y)]
+    csv = tmp_path / "data.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    code = cli.main(["train", "--csv", str(csv), "--target", "target", "--task", "regression",
+                     "--hidden", "16", "--epochs", "30", "--batch-size", "16",
+                     "--optimizer", "rmsprop", "--clip", "1.0", "--l2", "1e-4",
+                     "--out", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "rmse" in text and "mae" in text
+    m = json.loads((out / "metrics.json").read_text())["test"]
+    assert m["rmse"] == pytest.approx(np.sqrt(m["mse"]))
+    assert m["mse"] < np.var(y)  # it learned something
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--csv", "missing.csv"], "missing.csv"),
+    (["train", "--dataset", "xor", "--csv", "x.csv"], "either --dataset or --csv"),
+    (["train", "--dropout", "1.5", "--epochs", "1"], "dropout must be in [0, 1)"),
+    (["train", "--activation", "swish", "--epochs", "1"], "unknown hidden activation"),
+    (["train", "--batch-size", "0", "--epochs", "1"], "batch_size must be a positive int"),
+    (["train", "--epochs", "0"], "epochs must be a positive int"),
+    (["train", "--lr", "-1", "--epochs", "1"], "lr must be > 0"),
+])
+def test_train_bad_input_exits_2(argv, message, tmp_path, capsys):
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_flags_are_argparse_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--hidden", "64,x"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["fly"])
+
+
+def test_console_script_check_dispatch(tmp_path):
+    rng = np.random.default_rng(0)
+    W1, b1, W2, b2 = rng.standard_normal((4, 3)), np.zeros(4), rng.standard_normal((1, 4)), np.zeros(1)
+    X, Y = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    ref = jm.oracle.reference_gradients([W1, W2], [b1, b2], X, Y, activation="tanh",
+                                        output="identity", loss="mse")
+    path = tmp_path / "g.npz"
+    np.savez(path, W1=W1, b1=b1, W2=W2, b2=b2, X=X, Y=Y, dW1=ref["dW"][0], db1=ref["db"][0],
+             dW2=ref["dW"][1], db2=ref["db"][1])
+    proc = subprocess.run([sys.executable, "-m", "jaxmlp", "check", str(path), "--activation",
+                           "tanh", "--output", "identity", "--loss", "mse"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout
