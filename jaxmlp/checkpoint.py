@@ -72,6 +72,7 @@ import numbers
 import operator
 import os
 import re
+from pathlib import Path
 import secrets
 import zipfile
 from typing import Any, NamedTuple, Optional
@@ -91,7 +92,8 @@ FORMAT = "jaxmlp.checkpoint"
 FORMAT_VERSION = 1
 META = "meta.json"
 CHECKSUM = "checksum.sha256"
-_TREES = ("params", "opt_state", "state")
+_TREES = ("params", "opt_state", "state", "aux")
+_REQUIRED_TREES = ("params", "opt_state", "state")  # "aux" is optional in a file
 _NODE_TYPES = ("array", "none", "list", "tuple", "dict", "namedtuple")
 
 
@@ -113,6 +115,8 @@ class Checkpoint(NamedTuple):
       key: the PRNG key saved (a typed ``jax.random.key``, or the raw uint32 array when a
         raw key was saved), or None.
       extra: the JSON document saved (a dict), or None.
+      aux: any other pytree of arrays saved with ``aux=`` (``fit`` keeps its best-so-far
+        parameters there), or None.
     """
 
     params: Any
@@ -122,12 +126,13 @@ class Checkpoint(NamedTuple):
     step: int
     key: Any
     extra: Optional[dict]
+    aux: Any = None
 
 
 # --------------------------------------------------------------------------- save
 
 def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = None,
-         step: int = 0, key=None, extra: Optional[dict] = None) -> str:
+         step: int = 0, key=None, extra: Optional[dict] = None, aux=None) -> str:
     """Writes a checkpoint to `path` atomically (see the module docstring for the format).
 
     Args:
@@ -144,6 +149,8 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
       extra: a JSON document (a dict with string keys; values dicts, lists, tuples,
         strings, bools, None and finite ints/floats) saved alongside; tuples come back as
         lists.
+      aux: any other pytree of arrays (same rules as ``opt_state``), e.g. the best
+        parameters so far; returned as ``Checkpoint.aux``.
 
     Returns:
       `path`, as a string.
@@ -182,7 +189,7 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
     arrays = {}     # name -> little-endian C-order numpy array, in manifest order
     manifest = []
     trees = {}
-    for tree_name, tree in zip(_TREES, (params, opt_state, state)):
+    for tree_name, tree in zip(_TREES, (params, opt_state, state, aux)):
         trees[tree_name] = _encode(tree, tree_name, arrays, manifest)
     meta_key = None
     if key is not None:
@@ -424,7 +431,8 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
     arrays = {e["name"]: _to_jax(raw[e["name"]], e, path) for e in manifest}
     used = set()
     try:
-        trees = {t: _decode(meta["trees"][t], arrays, used, path, t) for t in _TREES}
+        trees = {t: _decode(meta["trees"][t], arrays, used, path, t) if t in meta["trees"]
+                 else None for t in _TREES}
     except RecursionError as e:
         raise _corrupt(path, "its trees are nested too deeply") from e
     key = _decode_key(meta["key"], arrays, used, path)
@@ -440,7 +448,7 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
         _check_fit(model, trees["params"], trees["state"], path)
         saved_model = model
     return Checkpoint(trees["params"], trees["opt_state"], trees["state"], saved_model,
-                      meta["step"], key, meta["extra"])
+                      meta["step"], key, meta["extra"], trees["aux"])
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
@@ -496,8 +504,8 @@ def _parse_meta(meta_bytes: bytes, path: str) -> dict:
             raise _corrupt(path, f"{META} field {field!r} is missing or not a {kind.__name__}")
     if meta["step"] < 0:
         raise _corrupt(path, f"step {meta['step']} < 0")
-    if not all(t in meta["trees"] for t in _TREES):
-        raise _corrupt(path, f"{META} 'trees' must hold {list(_TREES)}")
+    if not all(t in meta["trees"] for t in _REQUIRED_TREES):
+        raise _corrupt(path, f"{META} 'trees' must hold {list(_REQUIRED_TREES)}")
     for field in ("model", "extra", "key"):
         if meta.get(field) is not None and not isinstance(meta[field], dict):
             raise _corrupt(path, f"{META} field {field!r} must be an object or null")
@@ -696,6 +704,23 @@ def _loads(path: str) -> bool:
     except (CheckpointError, OSError):
         return False
     return True
+
+
+def remove_stale_temp_files(directory, pattern: str = "ckpt-*.npz") -> list:
+    """Deletes the temp files that a save killed mid-write left in `directory` (the hidden
+    ``.<name>.<hex>.tmp`` files of checkpoints matching `pattern`); returns their paths.
+    Only call it when no other process is writing checkpoints to `directory`."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(f".{pattern}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(str(tmp))
+        except OSError:
+            pass
+    return removed
 
 
 def latest(directory, pattern: str = "ckpt-*.npz") -> Optional[str]:

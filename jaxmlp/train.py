@@ -218,7 +218,8 @@ def _prepare_data(model, x, y, dtype, name):
 def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
         key: Array, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
         grad: str = "manual", callback: Optional[Callable] = None, state=None,
-        on_divergence: str = "raise", unroll: int = 1, mesh=None):
+        on_divergence: str = "raise", unroll: int = 1, mesh=None,
+        checkpoint_dir=None, checkpoint_every: int = 1, keep: int = 2):
     """Trains `params` with `optimizer` on (x, y); returns `(params, history)`.
 
     Args:
@@ -244,6 +245,13 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
       unroll: `lax.scan` unroll factor for the minibatch loop.
       mesh: a `jax.sharding.Mesh` with an axis "data": batches are sharded over it,
         parameters and optimizer state replicated (see `jaxmlp.parallel`).
+      checkpoint_dir: a folder for resumable training: every `checkpoint_every` epochs
+        (and at the end, and on divergence) `fit` saves params, optimizer state,
+        batch-norm state, history, epoch, key and the best parameters so far
+        (`jaxmlp.checkpoint`, atomic), keeping the `keep` newest. Called again with the
+        same arguments, `fit` resumes from the newest valid checkpoint and ends with
+        parameters bitwise identical to an uninterrupted run (it also removes the temp
+        files of a save that was killed, so one `fit` must own the folder).
 
     Returns:
       (params, history): history has lists `train_loss`, `val_loss`, `epoch_time` (one
@@ -258,6 +266,8 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     check_params(model, params)
     epochs = _positive_int(epochs, "epochs")
     unroll = _positive_int(unroll, "unroll")
+    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    keep = _positive_int(keep, "keep")
     if patience is not None:
         patience = _positive_int(patience, "patience")
         if validation is None:
@@ -284,59 +294,126 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     check_mode(model, train=True, key=key, state=state)
 
     opt_state = optimizer.init(params)
+    run = _new_run(params, opt_state, state)
+    if checkpoint_dir is not None:
+        run = _resume(run, model, checkpoint_dir, key,
+                      dict(n=n, batch_size=batch_size, grad=grad, epochs=epochs))
     if mesh is not None:
         _parallel.check_mesh(mesh, batch_size)
-        x, y, xv, yv, params, opt_state, state = _parallel.replicate(
-            mesh, (x, y, xv, yv, params, opt_state, state))
+        x, y, xv, yv = _parallel.replicate(mesh, (x, y, xv, yv))
+        run = run._replace(**dict(zip(("params", "opt_state", "state", "best_params",
+                                       "best_state"), _parallel.replicate(mesh, (
+            run.params, run.opt_state, run.state, run.best_params, run.best_state)))))
 
-    history = {"train_loss": [], "val_loss": [], "epoch_time": [], "best_epoch": None,
-               "stopped_early": False, "epochs_run": 0, "state": state}
-    best = (math.inf, None, None)  # (val loss, params, state)
-    since_best = 0
+    history = run.history
+    save = functools.partial(_save_run, model=model, directory=checkpoint_dir, key=key,
+                             keep=keep, signature=dict(n=n, batch_size=batch_size, grad=grad,
+                                                       epochs=epochs))
     static = dict(model=model, optimizer=optimizer, grad=grad, batch_size=batch_size,
                   n_batches=n_batches, unroll=unroll, mesh=mesh)
-    for epoch in range(epochs):
+    epoch = history["epochs_run"]
+    while epoch < epochs and not history["stopped_early"]:
         t0 = time.perf_counter()
-        out = _run_epoch(params, opt_state, state, x, y, xv, yv,
+        out = _run_epoch(run.params, run.opt_state, run.state, x, y, xv, yv,
                          jax.random.fold_in(key, epoch), **static)
         bad = int(out.bad_step)
-        if bad >= 0:
-            params, opt_state, state = out.params, out.opt_state, out.state
-            history["state"] = state
+        run = run._replace(params=out.params, opt_state=out.opt_state, state=out.state)
+        if bad >= 0:  # out holds the last finite params: the bad step was not applied
             history["diverged"] = {"epoch": epoch, "step": bad}
             history["stopped_early"] = True
+            history["state"] = run.state
+            if checkpoint_dir is not None:
+                save(run)
             if on_divergence == "raise":
-                raise DivergenceError(epoch, bad, params, opt_state, state, history)
+                raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history)
             break
-        params, opt_state, state = out.params, out.opt_state, out.state
         train_loss = float(jnp.mean(out.losses))
         elapsed = time.perf_counter() - t0
         history["train_loss"].append(train_loss)
         history["epoch_time"].append(elapsed)
-        history["epochs_run"] = epoch + 1
-        history["state"] = state
+        history["epochs_run"] = epoch = epoch + 1
         logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None}
         if xv is not None:
             val = float(out.val_loss)
             history["val_loss"].append(val)
             logs["val_loss"] = val
-            if val < best[0] - min_delta:
-                best = (val, params, state)
-                history["best_epoch"] = epoch
-                since_best = 0
+            if val < run.best_val - min_delta:
+                run = run._replace(best_val=val, best_params=run.params, best_state=run.state,
+                                   since_best=0)
+                history["best_epoch"] = epoch - 1
             else:
-                since_best += 1
-        stop = bool(callback(epoch, logs)) if callback is not None else False
-        if patience is not None and since_best >= patience:
+                run = run._replace(since_best=run.since_best + 1)
+        stop = bool(callback(epoch - 1, logs)) if callback is not None else False
+        if stop or (patience is not None and run.since_best >= patience):
             history["stopped_early"] = True
-            break
-        if stop:
-            history["stopped_early"] = True
-            break
-    if xv is not None and best[1] is not None:
-        params, state = best[1], best[2]
-        history["state"] = state
+        if checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs
+                                           or history["stopped_early"]):
+            save(run)
+    params, state = run.params, run.state
+    if xv is not None and run.best_params is not None:
+        params, state = run.best_params, run.best_state
     elif history["best_epoch"] is None:
         history["best_epoch"] = max(history["epochs_run"] - 1, 0)
+    history["state"] = state
     return params, history
 
+
+class _Run(NamedTuple):
+    """Everything `fit` carries from epoch to epoch (and saves for a resume)."""
+
+    params: Any
+    opt_state: Any
+    state: Any
+    history: dict = None
+    best_val: float = math.inf
+    best_params: Any = None
+    best_state: Any = None
+    since_best: int = 0
+
+
+def _new_run(params, opt_state, state) -> _Run:
+    history = {"train_loss": [], "val_loss": [], "epoch_time": [], "best_epoch": None,
+               "stopped_early": False, "epochs_run": 0, "state": state}
+    return _Run(params, opt_state, state, history)
+
+
+def _save_run(run: _Run, *, model, directory, key, keep, signature):
+    from jaxmlp import checkpoint
+    history = {k: v for k, v in run.history.items() if k != "state"}
+    extra = {"fit": signature, "history": history,
+             "best_val": None if math.isinf(run.best_val) else run.best_val,
+             "since_best": run.since_best}
+    path = checkpoint.checkpoint_path(directory, run.history["epochs_run"])
+    checkpoint.save(path, params=run.params, opt_state=run.opt_state, state=run.state,
+                    model=model, step=run.history["epochs_run"], key=key, extra=extra,
+                    aux={"params": run.best_params, "state": run.best_state})
+    checkpoint.prune(directory, keep)
+
+
+def _resume(run: _Run, model, directory, key, signature) -> _Run:
+    """The newest valid checkpoint in `directory` as a _Run, or `run` if there is none."""
+    from jaxmlp import checkpoint
+    checkpoint.remove_stale_temp_files(directory)  # left by a save that was killed
+    path = checkpoint.latest(directory)
+    if path is None:
+        return run
+    ckpt = checkpoint.load(path, model=model)
+    saved_sig = (ckpt.extra or {}).get("fit")
+    if saved_sig != signature:
+        raise ValueError(
+            f"checkpoint_dir {str(directory)!r} holds a run with other settings "
+            f"({saved_sig}) than this call ({signature}); use another folder to start afresh")
+    if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
+                                              jax.random.key_data(key)):
+        raise ValueError(
+            f"checkpoint_dir {str(directory)!r} holds a run started with another key; "
+            f"pass the same key to resume, or use another folder")
+    if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(run.opt_state):
+        raise ValueError(
+            f"checkpoint_dir {str(directory)!r} holds a different optimizer's state")
+    history = dict(ckpt.extra["history"], state=ckpt.state)
+    best_val = ckpt.extra["best_val"]
+    aux = ckpt.aux or {}
+    return _Run(ckpt.params, ckpt.opt_state, ckpt.state, history,
+                math.inf if best_val is None else best_val, aux.get("params"),
+                aux.get("state"), ckpt.extra["since_best"])
