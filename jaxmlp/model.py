@@ -208,9 +208,7 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
     scheme = model.init if scheme is None else scheme
     if scheme not in INIT_CHOICES:
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {list(INIT_CHOICES)}")
-    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"dtype must be a float dtype, got {dtype}")
+    dtype = _check_dtype(dtype)
     key = _check_key(key, "key")
     keys = jax.random.split(key, model.n_layers)
     params = []
@@ -231,9 +229,21 @@ def init_state(model: MLP, *, dtype=None):
     hidden layer, or None when the model has no batch norm."""
     if model.norm != "batch":
         return None
-    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    dtype = _check_dtype(dtype)
     return [{"mean": jnp.zeros((n,), dtype), "var": jnp.ones((n,), dtype)}
             for n in model.sizes[1:-1]]
+
+
+def _check_dtype(dtype):
+    """The float dtype to create arrays in; None means JAX's default float."""
+    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a float dtype, got {dtype}")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+            "at start-up (or use `with jax.enable_x64(True):`), else use float32")
+    return dtype
 
 
 def _check_key(key, name):
