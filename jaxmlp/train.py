@@ -379,6 +379,8 @@ def _new_run(params, opt_state, state) -> _Run:
 
 def _save_run(run: _Run, *, model, directory, key, keep, signature):
     from jaxmlp import checkpoint
+    if jax.process_index() != 0:  # several hosts: one writer, the others read on resume
+        return
     history = {k: v for k, v in run.history.items() if k != "state"}
     extra = {"fit": signature, "history": history,
              "best_val": None if math.isinf(run.best_val) else run.best_val,

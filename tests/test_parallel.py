@@ -59,3 +59,13 @@ def test_mesh_checks_in_process():
         jm.parallel.check_mesh(other, 8)
     with pytest.raises(ValueError, match="devices must not be empty"):
         jm.parallel.data_mesh([])
+
+
+def test_train_distributed_script_runs_on_forced_host_devices():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_distributed.py"),
+                           "--host-devices", "2", "--epochs", "2", "--rows", "1024",
+                           "--batch-size", "128"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 process(es), 2 device(s)" in proc.stdout and "epoch 2: train loss" in proc.stdout
