@@ -11,7 +11,8 @@ batch mean's 1/N lives in δ⁽ᴸ⁾ only (see `jaxmlp.backprop`).
     params = jm.init_params(jax.random.key(0), model)
     L, grads = jm.value_and_grad(model, params, x, y)
 """
-from jaxmlp import activations, checkpoint, data, init, layers, losses, optim, oracle, parallel
+from jaxmlp import (activations, checkpoint, data, diagnostics, init, layers, losses, optim,
+                    oracle, parallel)
 from jaxmlp.backprop import Backprop, backprop, value_and_grad
 from jaxmlp.check import GradientReport, check_gradients
 from jaxmlp.train import DivergenceError, fit, make_train_step
@@ -37,6 +38,7 @@ __all__ = [
     "activations",
     "checkpoint",
     "data",
+    "diagnostics",
     "init",
     "layers",
     "losses",

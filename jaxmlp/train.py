@@ -350,7 +350,9 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
                                            or history["stopped_early"]):
             save(run)
     params, state = run.params, run.state
-    if xv is not None and run.best_params is not None:
+    # Early stopping hands back the best epoch's parameters; without patience the last
+    # epoch's, and after a divergence the last finite ones.
+    if patience is not None and run.best_params is not None and "diverged" not in history:
         params, state = run.best_params, run.best_state
     elif history["best_epoch"] is None:
         history["best_epoch"] = max(history["epochs_run"] - 1, 0)

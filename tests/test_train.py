@@ -201,3 +201,17 @@ def test_train_step_with_batch_norm_and_dropout():
                                  state=state)
     assert not np.allclose(new_state[0]["mean"], state[0]["mean"])
     assert jnp.isfinite(loss)
+
+
+def test_without_patience_fit_returns_the_last_epoch_not_the_best():
+    model = jm.MLP((3, 64, 64, 1), activation="relu")
+    params = jm.init_params(jax.random.key(1), model, dtype=jnp.float64)
+    x, y = regression_data(40, seed=1)
+    y = y + np.random.default_rng(2).normal(0, 0.5, y.shape)
+    xv, yv = regression_data(200, seed=3)
+    p, h = jm.fit(model, params, optim.adam(3e-2), x, y, epochs=60, batch_size=8,
+                  key=jax.random.key(0), validation=(xv, yv))
+    assert not h["stopped_early"] and h["epochs_run"] == 60
+    assert h["best_epoch"] == int(np.argmin(h["val_loss"])) < 59  # it over-fits
+    val = float(jm.loss(model, p, xv, yv, train=False))
+    assert val == pytest.approx(h["val_loss"][-1], rel=1e-12)

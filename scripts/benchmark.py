@@ -1,0 +1,816 @@
+#!/usr/bin/env python
+"""Benchmark: jaxmlp's manual δ backprop against autodiff and against plain JAX loops.
+
+Three fixed workloads, deterministic synthetic data (NumPy, seed 0), float32, Adam(1e-3):
+
+| id | name        | sizes                       | hidden | output   | loss | batch | rows  |
+| -- | ----------- | --------------------------- | ------ | -------- | ---- | ----- | ----- |
+| W1 | wine-like   | 11-64-64-1                  | relu   | identity | mse  | 32    | 1280  |
+| W2 | mnist-like  | 784-512-512-10              | relu   | softmax  | cce  | 256   | 16384 |
+| W3 | deep-narrow | 32-(128 × 16)-1             | tanh   | identity | mse  | 128   | 8192  |
+
+For each workload, measured side by side in one process, with interleaved repeats and
+medians over the repeats:
+
+(a) step: the jitted `jm.make_train_step(model, opt, grad=...)` time per call, manual vs
+    autodiff gradients, and their ratio (> 1: manual is slower);
+(b) compiled: XLA's FLOP count (`cost_analysis()["flops"]`) and temporary memory
+    (`memory_analysis().temp_size_in_bytes`) of both compiled steps;
+(c) throughput in samples/s of `jm.fit` (manual and autodiff; per-epoch time after a
+    warm-up fit) against two references written here: a Python loop over the jitted step,
+    and a minimal pure-JAX loop (params a list of (W, b), `jax.value_and_grad` of a plain
+    loss, a 15-line Adam, each epoch one jitted `lax.scan`): the in-JAX bound;
+(d) achieved GFLOP/s, counting 6 FLOPs per weight per sample (2 forward, 2 + 2 backward),
+    as a fraction of this machine's matmul rate on the workload's own GEMM shapes, timed
+    here with the same `jnp.dot` layouts the step uses, each in a jitted `lax.scan`:
+    forward (B, n_in)·Wᵀ, backward δ·W (B, n_out)(n_out, n_in) and δᵀ·a (n_out, B)(B, n_in).
+    `gemm_gflops` is the aggregate rate of one step's GEMMs (their FLOPs / their summed
+    time): a step that did nothing but its matmuls would run at that rate.
+
+With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
+before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
+run the step with `mesh=jm.parallel.data_mesh()` (batch sharded, params replicated) and
+report its time and the number of all-reduces in the compiled HLO.
+
+Usage:
+    python scripts/benchmark.py                     # full run, a few minutes on 2 CPU cores
+    python scripts/benchmark.py --quick --json out.json
+    python scripts/benchmark.py --workloads W2 --repeats 9
+    python scripts/benchmark.py --host-devices 4 --workloads W1,W2
+    python scripts/benchmark.py --xla-flags="--xla_cpu_multi_thread_eigen=false"   # note the =
+
+`main(argv)` returns the results dict (what `--json` writes).  Timing is device-agnostic:
+every measurement ends with `jax.block_until_ready` on everything it produced.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _pre_parse_xla(argv):
+    """--host-devices / --xla-flags must reach XLA_FLAGS before JAX initialises."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--host-devices", type=int, default=None)
+    p.add_argument("--xla-flags", default=None)
+    known, _ = p.parse_known_args(argv)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if known.xla_flags:
+        flags = f"{flags} {known.xla_flags}".strip()
+    if known.host_devices and known.host_devices > 1:
+        flags = f"{flags} --xla_force_host_platform_device_count={known.host_devices}".strip()
+    if flags:
+        os.environ["XLA_FLAGS"] = flags
+
+
+if __name__ == "__main__":
+    _pre_parse_xla(sys.argv[1:])
+
+import jax  # noqa: E402  (after XLA_FLAGS is set)
+import jax.numpy as jnp  # noqa: E402
+
+import jaxmlp as jm  # noqa: E402
+
+F32 = jnp.float32
+
+# --------------------------------------------------------------------------- workloads
+
+WORKLOADS = {
+    "W1": dict(name="wine-like", sizes=(11, 64, 64, 1), activation="relu",
+               output="identity", loss="mse", batch_size=32, rows=1280, quick_rows=1280),
+    "W2": dict(name="mnist-like", sizes=(784, 512, 512, 10), activation="relu",
+               output="softmax", loss="cce", batch_size=256, rows=16384, quick_rows=1024),
+    "W3": dict(name="deep-narrow", sizes=(32,) + (128,) * 16 + (1,), activation="tanh",
+               output="identity", loss="mse", batch_size=128, rows=8192, quick_rows=1024),
+}
+
+# Measurement budgets: seconds per timed sample, repeats, fit epochs per timed call.
+MODES = {
+    "full": dict(target_s=0.25, repeats=5, min_epochs=3, max_epochs=60, gemm_target_s=0.05,
+                 peak_n=1024),
+    "quick": dict(target_s=0.015, repeats=3, min_epochs=2, max_epochs=10, gemm_target_s=0.004,
+                  peak_n=256),
+}
+
+
+def make_model(spec) -> "jm.MLP":
+    return jm.MLP(sizes=spec["sizes"], activation=spec["activation"], output=spec["output"],
+                  loss=spec["loss"])
+
+
+def make_data(spec, rows):
+    """Deterministic synthetic data (NumPy, seed 0): x ~ N(0, 1); y from a random
+    one-hidden-layer teacher (regression targets, or one-hot argmax classes for cce)."""
+    rng = np.random.default_rng(0)
+    n_in, n_out = spec["sizes"][0], spec["sizes"][-1]
+    x = rng.standard_normal((rows, n_in)).astype(np.float32)
+    w1 = rng.standard_normal((n_in, 32)) / math.sqrt(n_in)
+    w2 = rng.standard_normal((32, n_out)) / math.sqrt(32)
+    t = np.tanh(x @ w1) @ w2
+    if spec["loss"] == "cce":
+        y = np.eye(n_out, dtype=np.float32)[np.argmax(t, axis=1)]
+    else:
+        y = t.astype(np.float32)
+    return x, y
+
+
+def make_params(spec):
+    """Initial parameters in NumPy (seed 0), the schemes `init="auto"` picks: He normal
+    for relu, Xavier uniform for tanh; biases 0.  (Made on the host: eager `jax.random`
+    would compile a program per op and shape, seconds on a small CPU.)"""
+    rng = np.random.default_rng(0)
+    params = []
+    for n_in, n_out in zip(spec["sizes"][:-1], spec["sizes"][1:]):
+        if spec["activation"] == "relu":
+            W = rng.standard_normal((n_out, n_in)) * math.sqrt(2.0 / n_in)
+        else:
+            lim = math.sqrt(6.0 / (n_in + n_out))
+            W = rng.uniform(-lim, lim, (n_out, n_in))
+        params.append({"W": W.astype(np.float32), "b": np.zeros((n_out,), np.float32)})
+    return params
+
+
+def n_weights(sizes) -> int:
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def _ratio(a, b):
+    return float(a) / float(b) if b else (1.0 if a == 0 else math.inf)
+
+
+def _median(xs):
+    return float(statistics.median(xs))
+
+
+def _sync(tree):
+    return jax.block_until_ready(tree)
+
+
+def _concurrently(fns):
+    """Runs the callables in threads and returns their results in order.  Used for the
+    warm-up compiles only (XLA compiles release the GIL, so on 2 cores two programs
+    compile in the time of one); nothing is timed while threads run."""
+    from concurrent.futures import ThreadPoolExecutor
+    workers = max(1, min(len(fns), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(lambda f: f(), fns))
+
+
+def _rotate(items, r):
+    """The r-th rotation of items: the order of the variants changes every repeat."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def _calibrate(run_once, target_s, lo=3, hi=100_000):
+    """How many calls of `run_once` (already warm) take about target_s."""
+    n = 2
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run_once()
+        t = time.perf_counter() - t0
+        if t > target_s / 4 or n >= hi:
+            break
+        n *= 4
+    return int(min(hi, max(lo, round(n * target_s / max(t, 1e-9)))))
+
+
+def _interleaved(fns, repeats):
+    """{name: [result of fns[name]() per repeat]}, the order rotating every repeat."""
+    out = {k: [] for k in fns}
+    for r in range(repeats):
+        for k in _rotate(list(fns), r):
+            out[k].append(fns[k]())
+    return out
+
+
+class Setup:
+    """One workload, ready to run: model, optimizer, data on the device, and fresh
+    (params, optimizer state) on demand (the steps donate their inputs)."""
+
+    def __init__(self, wid, quick):
+        self.wid = wid
+        self.spec = spec = dict(WORKLOADS[wid])
+        self.rows = spec["quick_rows"] if quick else spec["rows"]
+        self.B = B = spec["batch_size"]
+        self.n_batches = self.rows // B
+        self.model = make_model(spec)
+        self.opt = jm.optim.adam(1e-3)
+        x, y = make_data(spec, self.rows)
+        self.x, self.y = jax.device_put(x), jax.device_put(y)
+        self.xb, self.yb = jax.device_put(x[:B]), jax.device_put(y[:B])
+        self._params = make_params(spec)
+        self._opt_init = jax.jit(self.opt.init)
+        self._pure_init = jax.jit(_adam_init)
+
+    def fresh(self):
+        """(params, opt_state) for jaxmlp, new device buffers."""
+        params = jax.device_put(self._params)
+        return params, self._opt_init(params)
+
+    def fresh_pure(self):
+        """([(W, b), ...], adam state) for the pure-JAX reference, new device buffers."""
+        params = jax.device_put([(l["W"], l["b"]) for l in self._params])
+        return params, self._pure_init(params)
+
+
+# --------------------------------------------------------------------------- (a), (b) step
+
+def compiled_stats(jitted, *args) -> dict:
+    """FLOPs, bytes accessed and temporary bytes of `jitted` compiled for `args`."""
+    compiled = jitted.lower(*args).compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+        cost = cost[0] if cost else {}
+    cost = cost or {}
+    mem = compiled.memory_analysis()
+    return {"flops": float(cost.get("flops", float("nan"))),
+            "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
+            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else -1}
+
+
+class StepBench:
+    """(a) and (b): `make_train_step` with manual and autodiff gradients."""
+
+    GRADS = ("manual", "autodiff")
+
+    def __init__(self, su: Setup, mode):
+        self.su, self.mode = su, mode
+        self.steps = {g: jm.make_train_step(su.model, su.opt, grad=g) for g in self.GRADS}
+        self.compiled = {}
+
+    def compile_tasks(self):
+        def task(g):
+            self.compiled[g] = compiled_stats(self.steps[g], *self.su.fresh(), self.su.xb,
+                                              self.su.yb)
+        return [lambda g=g: task(g) for g in self.GRADS]
+
+    def measure(self):
+        su, steps = self.su, self.steps
+        state = {g: list(su.fresh()) for g in steps}
+
+        def once(g):
+            p, s, loss = steps[g](state[g][0], state[g][1], su.xb, su.yb)
+            state[g] = [p, s]
+            return loss
+
+        for g in steps:  # warm (compiled already)
+            for _ in range(3):
+                once(g)
+            _sync(state[g])
+        n = max(_calibrate(lambda: once(g), self.mode["target_s"]) for g in steps)
+
+        def timed(g):
+            def run():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    loss = once(g)
+                _sync((state[g], loss))
+                return (time.perf_counter() - t0) / n
+            return run
+
+        times = _interleaved({g: timed(g) for g in steps}, self.mode["repeats"])
+        out = {"calls_per_sample": n,
+               "manual_s": _median(times["manual"]), "autodiff_s": _median(times["autodiff"]),
+               "manual_all_s": times["manual"], "autodiff_all_s": times["autodiff"]}
+        out["ratio_manual_over_autodiff"] = _ratio(out["manual_s"], out["autodiff_s"])
+        cm, ca = self.compiled["manual"], self.compiled["autodiff"]
+        out["compiled"] = {
+            "manual": cm, "autodiff": ca,
+            "flops_ratio_manual_over_autodiff": _ratio(cm["flops"], ca["flops"]),
+            "temp_ratio_manual_over_autodiff": _ratio(cm["temp_bytes"], ca["temp_bytes"])}
+        return out
+
+
+# --------------------------------------------------------------------------- (c) throughput
+
+def _plain_loss(params, x, y, *, activation, loss):
+    """The workload's loss, written directly: params a list of (W (n_out, n_in), b)."""
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+    a = x
+    for W, b in params[:-1]:
+        a = act(a @ W.T + b[None, :])
+    W, b = params[-1]
+    z = a @ W.T + b[None, :]
+    if loss == "mse":  # identity output
+        return jnp.mean(jnp.square(z - y))
+    return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(z, axis=-1), axis=-1))  # softmax + cce
+
+
+def _adam_init(params):
+    return (jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
+            jax.tree.map(jnp.zeros_like, params))
+
+
+def _adam_update(grads, state, params, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    count, mu, nu = state
+    count = count + 1
+    t = count.astype(F32)
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
+    c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+    params = jax.tree.map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + eps),
+                          params, mu, nu)
+    return params, (count, mu, nu)
+
+
+def make_shuffle(n_batches, batch_size):
+    """Jitted: epoch e's permutation (fold_in(key, e), as fit does), cut into minibatches
+    xs (n_batches, B, n_in), ys (n_batches, B, n_out)."""
+    def shuffle(key, e, x, y):
+        idx = jax.random.permutation(jax.random.fold_in(key, e), x.shape[0])
+        idx = idx[: n_batches * batch_size]
+        return (x[idx].reshape(n_batches, batch_size, x.shape[1]),
+                y[idx].reshape(n_batches, batch_size, y.shape[1]))
+    return jax.jit(shuffle)
+
+
+def make_pure_jax_epoch(spec):
+    """The in-JAX bound: one jitted lax.scan of value_and_grad + Adam over pre-shuffled
+    minibatches xs (n_batches, B, n_in), ys; params and state donated."""
+    loss_fn = jax.value_and_grad(
+        lambda p, xb, yb: _plain_loss(p, xb, yb, activation=spec["activation"],
+                                      loss=spec["loss"]))
+
+    def epoch(params, opt_state, xs, ys):
+        def body(carry, batch):
+            p, s = carry
+            loss, g = loss_fn(p, *batch)
+            p, s = _adam_update(g, s, p)
+            return (p, s), loss
+
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ys))
+        return params, opt_state, jnp.mean(losses)
+
+    return jax.jit(epoch, donate_argnums=(0, 1))
+
+
+class ThroughputBench:
+    """(c): samples/s of fit (manual, autodiff), the Python loop and the pure-JAX scan.
+    Every epoch shuffles (fit inside its program, the references with one jitted call
+    before the steps), so all four do the same work per epoch."""
+
+    VARIANTS = ("fit_manual", "fit_autodiff", "python_loop", "pure_jax_scan")
+
+    def __init__(self, su: Setup, step, mode):
+        self.su, self.step, self.mode = su, step, mode
+        self.key = jax.random.key(1)
+        self.shuffle = make_shuffle(su.n_batches, su.B)
+        self.mean_loss = jax.jit(lambda losses: jnp.mean(jnp.stack(losses)))
+        self.pure_epoch = make_pure_jax_epoch(su.spec)
+        self.p0 = su.fresh()[0]
+        self.loop_state = su.fresh()
+        self.pure_state = su.fresh_pure()
+        self.run = {"fit_manual": lambda e: self.fit_epochs("manual", e),
+                    "fit_autodiff": lambda e: self.fit_epochs("autodiff", e),
+                    "python_loop": self.loop_epochs, "pure_jax_scan": self.pure_epochs}
+
+    def fit_epochs(self, grad, epochs):
+        su = self.su
+        _, hist = jm.fit(su.model, self.p0, su.opt, su.x, su.y, epochs=epochs,
+                         batch_size=su.B, key=self.key, grad=grad)
+        return list(hist["epoch_time"])
+
+    def loop_epochs(self, epochs):
+        su, step = self.su, self.step
+        p, s = self.loop_state
+        times = []
+        for e in range(epochs):
+            t0 = time.perf_counter()
+            xs, ys = self.shuffle(self.key, e, su.x, su.y)
+            losses = []
+            for xb, yb in zip(xs, ys):
+                p, s, loss = step(p, s, xb, yb)
+                losses.append(loss)
+            float(self.mean_loss(losses))
+            _sync((p, s))
+            times.append(time.perf_counter() - t0)
+        self.loop_state = (p, s)
+        return times
+
+    def pure_epochs(self, epochs):
+        su = self.su
+        p, s = self.pure_state
+        times = []
+        for e in range(epochs):
+            t0 = time.perf_counter()
+            xs, ys = self.shuffle(self.key, e, su.x, su.y)
+            p, s, loss = self.pure_epoch(p, s, xs, ys)
+            float(loss)
+            _sync((p, s))
+            times.append(time.perf_counter() - t0)
+        self.pure_state = (p, s)
+        return times
+
+    def compile_tasks(self):
+        # the python loop's step is compiled by StepBench; its shuffle by pure_jax_scan
+        return [lambda: self.run["fit_manual"](1), lambda: self.run["fit_autodiff"](1),
+                lambda: self.run["pure_jax_scan"](1)]
+
+    def measure(self):
+        su, mode = self.su, self.mode
+        warm = {k: f(1)[0] for k, f in self.run.items()}
+        epochs = int(min(mode["max_epochs"],
+                         max(mode["min_epochs"], round(mode["target_s"] / max(warm.values())))))
+        per_repeat = _interleaved({k: (lambda f=f: _median(f(epochs)))
+                                   for k, f in self.run.items()}, mode["repeats"])
+        samples = su.n_batches * su.B
+        out = {"samples_per_epoch": samples, "epochs_per_sample": epochs}
+        for k, ts in per_repeat.items():
+            out[f"{k}_epoch_s"] = _median(ts)
+            out[f"{k}_samples_per_s"] = samples / _median(ts)
+        sps = {k: out[f"{k}_samples_per_s"] for k in self.run}
+        out["ratio_fit_manual_over_pure_jax"] = _ratio(sps["fit_manual"], sps["pure_jax_scan"])
+        out["ratio_fit_autodiff_over_pure_jax"] = _ratio(sps["fit_autodiff"],
+                                                         sps["pure_jax_scan"])
+        out["ratio_fit_manual_over_fit_autodiff"] = _ratio(sps["fit_manual"],
+                                                           sps["fit_autodiff"])
+        out["ratio_fit_manual_over_python_loop"] = _ratio(sps["fit_manual"], sps["python_loop"])
+        out["ratio_python_loop_over_pure_jax"] = _ratio(sps["python_loop"], sps["pure_jax_scan"])
+        return out
+
+
+# --------------------------------------------------------------------------- (d) GEMM rates
+
+def gemm_shapes(sizes, batch_size):
+    """The step's matmuls, per dense layer (n_in -> n_out), as the library writes them:
+    forward a·Wᵀ, backward δ·W and δᵀ·a, each 2·B·n_in·n_out FLOPs (so one step's GEMMs
+    are 6·weights·B); identical shapes merged with a count."""
+    shapes = {}
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        for role, a_shape, b_shape in (
+                ("fwd a.W^T", (batch_size, n_in), (n_out, n_in)),
+                ("bwd d.W", (batch_size, n_out), (n_out, n_in)),
+                ("bwd d^T.a", (batch_size, n_out), (batch_size, n_in))):
+            key = (role, a_shape, b_shape, 2 * batch_size * n_in * n_out)
+            shapes[key] = shapes.get(key, 0) + 1
+    return [dict(role=role, a=list(a), b=list(b), count=c, flops=flops)
+            for (role, a, b, flops), c in shapes.items()]
+
+
+_GEMMS = {
+    "fwd a.W^T": lambda a, b: a @ b.T,
+    "bwd d.W": lambda a, b: a @ b,
+    "bwd d^T.a": lambda a, b: a.T @ b,
+}
+
+
+def prepare_gemm(role, a_shape, b_shape, flops, mode):
+    """A compiled timer for one GEMM shape: a jitted lax.scan over R distinct left
+    operands (no loop-invariant hoisting).  Returns a function () -> seconds per GEMM."""
+    R = int(min(512, max(4, mode["gemm_target_s"] * 2e10 / flops)))
+    rng = np.random.default_rng(0)
+    As = jax.device_put(rng.standard_normal((R,) + tuple(a_shape)).astype(np.float32))
+    Bm = jax.device_put(rng.standard_normal(tuple(b_shape)).astype(np.float32))
+    f = _GEMMS[role]
+    run = jax.jit(lambda As, Bm: jax.lax.scan(lambda c, a: (c, f(a, Bm)), 0, As)[1])
+    _sync(run(As, Bm))
+
+    def timed():
+        t0 = time.perf_counter()
+        _sync(run(As, Bm))
+        return (time.perf_counter() - t0) / R
+
+    return timed
+
+
+def machine_peak(mode, repeats):
+    """GFLOP/s of one large square float32 matmul (n³), for reference."""
+    n = mode["peak_n"]
+    a = jax.device_put(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    f = jax.jit(lambda a: a @ a)
+    _sync(f(a))
+    reps = max(2, int(mode["gemm_target_s"] * 2e10 / (2 * n ** 3)))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = f(a)
+        _sync(out)
+        ts.append((time.perf_counter() - t0) / reps)
+    return 2 * n ** 3 / _median(ts) / 1e9
+
+
+class GemmBench:
+    """(d): each GEMM shape's GFLOP/s (interleaved repeats, median) and the aggregate
+    rate of one step's GEMMs (their FLOPs over their summed times)."""
+
+    def __init__(self, su: Setup, mode):
+        self.mode = mode
+        self.shapes = gemm_shapes(su.spec["sizes"], su.B)
+        self.timers = [None] * len(self.shapes)
+
+    def compile_tasks(self):
+        def task(i):
+            s = self.shapes[i]
+            self.timers[i] = prepare_gemm(s["role"], s["a"], s["b"], s["flops"], self.mode)
+        return [lambda i=i: task(i) for i in range(len(self.shapes))]
+
+    def measure(self):
+        shapes = self.shapes
+        times = _interleaved(dict(enumerate(self.timers)), self.mode["repeats"])
+        for i, s in enumerate(shapes):
+            s["seconds"] = _median(times[i])
+            s["gflops"] = s["flops"] / s["seconds"] / 1e9
+        total_flops = sum(s["flops"] * s["count"] for s in shapes)
+        total_s = sum(s["seconds"] * s["count"] for s in shapes)
+        return {"shapes": shapes, "step_gemm_flops": total_flops, "step_gemm_s": total_s,
+                "gemm_gflops": total_flops / total_s / 1e9,
+                "best_shape_gflops": max(s["gflops"] for s in shapes)}
+
+
+# --------------------------------------------------------------------------- multi-device
+
+def bench_parallel(su: Setup, single, n_devices, mode):
+    """The step on a data mesh (batch sharded, params replicated): time per call and the
+    all-reduces in the compiled HLO, against the single-device step."""
+    model, opt, B = su.model, su.opt, su.B
+    devices = jax.devices()[:n_devices]
+    mesh = jm.parallel.data_mesh(devices)
+    out = {"devices": len(devices)}
+    if B % len(devices):
+        out["skipped"] = f"batch {B} not divisible by {len(devices)} devices"
+        return out
+    step = jm.make_train_step(model, opt, mesh=mesh)
+    xs, ys = jm.parallel.shard_batch(mesh, (su.xb, su.yb))
+    st = {"mesh": list(jm.parallel.replicate(mesh, su.fresh())), "single": list(su.fresh())}
+    text = step.lower(*st["mesh"], xs, ys).compile().as_text()
+    out["all_reduce_text_count"] = text.count("all-reduce")
+    ops = [line for line in text.splitlines()
+           if " all-reduce(" in line or " all-reduce-start(" in line]
+    out["all_reduce_ops"] = len(ops)  # XLA's combiner merges the gradients' all-reduces
+    out["all_reduce_operands"] = sum(
+        m.group(1).count("%") for m in (re.search(r" all-reduce(?:-start)?\(([^)]*)\)", line)
+                                        for line in ops) if m)
+    fns = {"mesh": (step, xs, ys), "single": (single, su.xb, su.yb)}
+
+    def once(k):
+        # Synchronised every call: on forced host devices (XLA CPU) a queue of a hundred or
+        # more asynchronously dispatched steps with all-reduces can deadlock in the
+        # collectives' rendezvous ("Expected 2 threads to join the rendezvous").
+        f, xa, ya = fns[k]
+        p, s, loss = f(*st[k], xa, ya)
+        st[k] = [p, s]
+        return _sync(loss)
+
+    for k in fns:
+        for _ in range(3):
+            once(k)
+    n = max(_calibrate(lambda: once(k), mode["target_s"]) for k in fns)
+
+    def timed(k):
+        def run():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                once(k)
+            _sync(st[k])
+            return (time.perf_counter() - t0) / n
+        return run
+
+    times = _interleaved({k: timed(k) for k in fns}, mode["repeats"])
+    out["mesh_step_s"] = _median(times["mesh"])
+    out["single_step_s"] = _median(times["single"])
+    out["ratio_mesh_over_single"] = _ratio(out["mesh_step_s"], out["single_step_s"])
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+
+def run_workload(su: Setup, mode, log, machine_gflops):
+    """All four measurements of one workload: every program is compiled first (two at a
+    time), then everything is timed with nothing else running."""
+    spec, wid = su.spec, su.wid
+    t0 = time.perf_counter()
+    res = {"name": spec["name"], "sizes": list(spec["sizes"]),
+           "activation": spec["activation"], "output": spec["output"], "loss": spec["loss"],
+           "batch_size": su.B, "rows": su.rows, "n_weights": n_weights(spec["sizes"]),
+           "flops_per_sample": 6 * n_weights(spec["sizes"])}
+    step_b = StepBench(su, mode)
+    thr_b = ThroughputBench(su, step_b.steps["manual"], mode)
+    gemm_b = GemmBench(su, mode)
+    log(f"[{wid}] compiling ...")
+    _concurrently(step_b.compile_tasks() + thr_b.compile_tasks() + gemm_b.compile_tasks())
+    phases = {"compile": time.perf_counter() - t0}
+    for name, bench in (("step", step_b), ("throughput", thr_b), ("gemm", gemm_b)):
+        log(f"[{wid}] {name} ...")
+        t1 = time.perf_counter()
+        res[name] = bench.measure()
+        phases[name] = time.perf_counter() - t1
+    fps = res["flops_per_sample"]
+    achieved = {k: res["throughput"][f"{k}_samples_per_s"] * fps / 1e9
+                for k in ThroughputBench.VARIANTS}
+    achieved["step_manual"] = su.B * fps / res["step"]["manual_s"] / 1e9
+    achieved["step_autodiff"] = su.B * fps / res["step"]["autodiff_s"] / 1e9
+    res["achieved_gflops"] = achieved
+    # peak: the best rate of the workload's own GEMM shapes; step GEMM rate: what one
+    # step's matmuls alone would reach; machine: the large square matmul
+    res["fraction_of_gemm_peak"] = {k: v / res["gemm"]["best_shape_gflops"]
+                                    for k, v in achieved.items()}
+    res["fraction_of_step_gemm_rate"] = {k: v / res["gemm"]["gemm_gflops"]
+                                         for k, v in achieved.items()}
+    res["fraction_of_machine_peak"] = {k: v / machine_gflops for k, v in achieved.items()}
+    res["phase_seconds"] = phases
+    res["seconds"] = time.perf_counter() - t0
+    return res, step_b.steps["manual"]
+
+
+def environment(mode_name, repeats):
+    d = jax.devices()[0]
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "loadavg_start": _loadavg()},
+        "device": {"platform": d.platform, "device_kind": d.device_kind,
+                   "count": len(jax.devices()), "backend": jax.default_backend()},
+        "jax_version": jax.__version__,
+        "jaxlib_version": getattr(getattr(jax, "lib", None), "__version__", None)
+        or _jaxlib_version(),
+        "jaxmlp_version": getattr(jm, "__version__", None),
+        "config": {"mode": mode_name, "repeats": repeats,
+                   "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                   "dtype": "float32", "optimizer": "adam(1e-3)"},
+    }
+
+
+def _loadavg():
+    """The 1-minute load average (other processes skew CPU timings), or None."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def _jaxlib_version():
+    try:
+        import jaxlib
+        return jaxlib.__version__
+    except Exception:  # pragma: no cover
+        return None
+
+
+def format_table(results) -> str:
+    lines = []
+    env = results
+    lines.append(f"device: {env['device']['platform']} / {env['device']['device_kind']} "
+                 f"x{env['device']['count']}   cpus: {env['machine']['cpu_count']}   "
+                 f"jax {env['jax_version']}   mode: {env['config']['mode']}   "
+                 f"XLA_FLAGS: {env['config']['xla_flags'] or '-'}")
+    lines.append(f"machine matmul peak ({env['machine_peak_n']}³ f32): "
+                 f"{env['machine_peak_gflops']:.1f} GFLOP/s   load average at start: "
+                 f"{env['machine']['loadavg_start'] or 0:.2f}")
+    lines.append("")
+    lines.append("(a, b) jitted train step, manual δ vs autodiff (median of interleaved repeats)")
+    hdr = (f"{'':4} {'manual ms':>10} {'autodiff ms':>12} {'ratio m/a':>10} "
+           f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11}")
+    lines.append(hdr)
+    for wid, r in results["workloads"].items():
+        s, c = r["step"], r["step"]["compiled"]
+        lines.append(f"{wid:4} {s['manual_s'] * 1e3:10.4f} {s['autodiff_s'] * 1e3:12.4f} "
+                     f"{s['ratio_manual_over_autodiff']:10.3f} "
+                     f"{c['manual']['flops'] / 1e6:10.3f} {c['autodiff']['flops'] / 1e6:10.3f} "
+                     f"{c['manual']['temp_bytes'] / 1024:11.1f} "
+                     f"{c['autodiff']['temp_bytes'] / 1024:11.1f}")
+    lines.append("")
+    lines.append("(c) epoch throughput, samples/s (after warm-up; median of interleaved repeats)")
+    lines.append(f"{'':4} {'fit manual':>11} {'fit autodiff':>12} {'py loop':>10} "
+                 f"{'pure JAX':>10} {'fit/pure':>9} {'fitA/pure':>9} {'fit m/a':>8} "
+                 f"{'fit/loop':>9}")
+    for wid, r in results["workloads"].items():
+        t = r["throughput"]
+        lines.append(f"{wid:4} {t['fit_manual_samples_per_s']:11.0f} "
+                     f"{t['fit_autodiff_samples_per_s']:12.0f} "
+                     f"{t['python_loop_samples_per_s']:10.0f} "
+                     f"{t['pure_jax_scan_samples_per_s']:10.0f} "
+                     f"{t['ratio_fit_manual_over_pure_jax']:9.3f} "
+                     f"{t['ratio_fit_autodiff_over_pure_jax']:9.3f} "
+                     f"{t['ratio_fit_manual_over_fit_autodiff']:8.3f} "
+                     f"{t['ratio_fit_manual_over_python_loop']:9.2f}")
+    lines.append("")
+    lines.append("(d) GFLOP/s (6 FLOPs/weight/sample); fractions of the workload's best GEMM "
+                 "shape (peak), of its step-GEMM rate, and of the machine peak")
+    lines.append(f"{'':4} {'peak':>7} {'stepGEMM':>8} {'fit man':>8} {'fit aut':>8} "
+                 f"{'py loop':>8} {'pureJAX':>8} {'fit/peak':>8} {'pure/peak':>9} "
+                 f"{'fit/stepG':>9} {'fit/mach':>8}")
+    for wid, r in results["workloads"].items():
+        a, g = r["achieved_gflops"], r["gemm"]
+        lines.append(f"{wid:4} {g['best_shape_gflops']:7.1f} {g['gemm_gflops']:8.1f} "
+                     f"{a['fit_manual']:8.1f} {a['fit_autodiff']:8.1f} "
+                     f"{a['python_loop']:8.1f} {a['pure_jax_scan']:8.1f} "
+                     f"{r['fraction_of_gemm_peak']['fit_manual']:8.3f} "
+                     f"{r['fraction_of_gemm_peak']['pure_jax_scan']:9.3f} "
+                     f"{r['fraction_of_step_gemm_rate']['fit_manual']:9.3f} "
+                     f"{r['fraction_of_machine_peak']['fit_manual']:8.3f}")
+    lines.append("")
+    lines.append("GEMM shapes, GFLOP/s (a·Wᵀ forward; δ·W and δᵀ·a backward; ×count)")
+    for wid, r in results["workloads"].items():
+        for sh in r["gemm"]["shapes"]:
+            lines.append(f"{wid:4} {sh['role']:10} a {str(tuple(sh['a'])):12} "
+                         f"b {str(tuple(sh['b'])):12} x{sh['count']:<3} {sh['gflops']:8.1f}")
+    par = results.get("parallel")
+    if par:
+        lines.append("")
+        if par.get("skipped"):
+            lines.append(f"multi-device: skipped ({par['skipped']})")
+        else:
+            lines.append(f"multi-device step, mesh over {par['devices']} devices")
+            lines.append(f"{'':4} {'mesh ms':>9} {'single ms':>10} {'ratio':>7} "
+                         f"{'all-reduce (text)':>18} {'(ops)':>6} {'(operands)':>10}")
+            for wid, p in par["workloads"].items():
+                if p.get("skipped"):
+                    lines.append(f"{wid:4} skipped: {p['skipped']}")
+                    continue
+                lines.append(f"{wid:4} {p['mesh_step_s'] * 1e3:9.3f} "
+                             f"{p['single_step_s'] * 1e3:10.3f} {p['ratio_mesh_over_single']:7.3f} "
+                             f"{p['all_reduce_text_count']:18d} {p['all_reduce_ops']:6d} "
+                             f"{p['all_reduce_operands']:10d}")
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budgets and fewer rows (same architectures): < 30 s")
+    p.add_argument("--json", metavar="OUT", default=None, help="write the results here")
+    p.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="run the data-mesh section over this many devices (default: all, "
+                        "when more than one is visible)")
+    p.add_argument("--host-devices", type=int, default=None,
+                   help="force N host (CPU) devices via XLA_FLAGS; only when run as a script")
+    p.add_argument("--xla-flags", default=None,
+                   help="extra XLA_FLAGS, appended before JAX starts; only when run as a script")
+    args = p.parse_args(argv)
+    wl = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in wl if w not in WORKLOADS]
+    if bad or not wl:
+        p.error(f"--workloads must be a subset of {list(WORKLOADS)}, got {args.workloads!r}")
+    args.workloads = wl
+    if args.repeats is not None and args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.host_devices and args.host_devices > 1 and len(jax.devices()) < args.host_devices:
+        raise SystemExit(
+            f"--host-devices {args.host_devices}: JAX already started with "
+            f"{len(jax.devices())} device(s); run this file as a script (python "
+            f"scripts/benchmark.py ...) so XLA_FLAGS is set before JAX initialises")
+    mode_name = "quick" if args.quick else "full"
+    mode = dict(MODES[mode_name])
+    if args.repeats is not None:
+        mode["repeats"] = args.repeats
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    t_start = time.perf_counter()
+    results = environment(mode_name, mode["repeats"])
+    results["machine_peak_n"] = mode["peak_n"]
+    results["machine_peak_gflops"] = machine_peak(mode, mode["repeats"])
+    results["workloads"] = {}
+    kept = {}
+    for wid in args.workloads:
+        su = Setup(wid, args.quick)
+        results["workloads"][wid], step = run_workload(su, mode, log,
+                                                         results["machine_peak_gflops"])
+        kept[wid] = (su, step)
+    n_dev = args.devices if args.devices is not None else len(jax.devices())
+    n_dev = min(n_dev, len(jax.devices()))
+    if args.devices is not None or len(jax.devices()) > 1:
+        if n_dev < 2:
+            results["parallel"] = {"skipped": f"{len(jax.devices())} device(s) visible "
+                                              f"(use --host-devices N on CPU)",
+                                   "devices": n_dev}
+        else:
+            par = {"devices": n_dev, "workloads": {}}
+            for wid in ("W1", "W2"):
+                if wid not in kept:
+                    continue
+                log(f"[{wid}] data mesh over {n_dev} devices ...")
+                par["workloads"][wid] = bench_parallel(*kept[wid], n_dev, mode)
+            results["parallel"] = par
+    results["total_seconds"] = time.perf_counter() - t_start
+    results["machine"]["loadavg_end"] = _loadavg()
+    print(format_table(results))
+    print(f"\ntotal {results['total_seconds']:.1f} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
