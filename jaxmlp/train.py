@@ -18,11 +18,13 @@ Per epoch the history records:
   running statistics, no penalty term: the fit to held-out data), or nothing without
   validation.
 
-Divergence: every step checks that the loss and the gradients are finite.  The first
-non-finite step is not applied (nor any after it), so the parameters handed back are the
-last finite ones; `fit` then raises `DivergenceError` naming the epoch and step (it carries
-`params`, `opt_state`, `state` and `history`), or with `on_divergence="stop"` returns them
-with `history["diverged"] = {"epoch": e, "step": s}`.
+Divergence: after every epoch `fit` checks that the epoch's losses and its parameters are
+finite; if not, it re-runs that epoch (deterministically, from the same start) with a
+check of loss and gradients at every step, where the first non-finite step is not applied
+(nor any after it), so the parameters handed back are the last finite ones (the fast path
+pays nothing per step for this); `fit` then raises `DivergenceError` naming the epoch
+and step (it carries `params`, `opt_state`, `state` and `history`), or with
+`on_divergence="stop"` returns them with `history["diverged"] = {"epoch": e, "step": s}`.
 """
 from __future__ import annotations
 
@@ -162,29 +164,45 @@ class _EpochOut(NamedTuple):
     opt_state: Any
     state: Any
     losses: Array       # (n_batches,) the minibatch losses
-    bad_step: Array     # int32: first non-finite step of the epoch, or −1
+    bad_step: Array     # int32: first non-finite step of the epoch, −1 if none, or −2 when
+                        # the unguarded program saw something non-finite (re-run guarded)
     val_loss: Array     # scalar (NaN without validation)
 
 
+def _tree_finite(tree) -> Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else True
+
+
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "grad", "batch_size",
-                                             "n_batches", "unroll", "mesh"))
+                                             "n_batches", "unroll", "mesh", "guarded"))
 def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer, grad,
-               batch_size, n_batches, unroll, mesh):
-    """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss."""
+               batch_size, n_batches, unroll, mesh, guarded=False):
+    """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss.
+
+    Unguarded (the fast path) the steps run as written and finiteness is checked once,
+    after the scan, on the per-step losses and the final parameters: bad_step is −2 if
+    anything is non-finite.  Guarded, every step checks its loss and gradients and the
+    first bad step and all after it are not applied: `fit` re-runs an epoch that way, from
+    the same inputs (the epoch is deterministic), only when the fast path reported −2.
+    """
     grads_of = _grad_fn(model, grad)
     k_perm, k_drop = jax.random.split(key)
     idx = jax.random.permutation(k_perm, x.shape[0])[: n_batches * batch_size]
     xs = x[idx].reshape(n_batches, batch_size, x.shape[1])
     ys = y[idx].reshape(n_batches, batch_size, y.shape[1])
-    step_keys = jax.random.split(k_drop, n_batches)
+    # per-step dropout keys, only when there is dropout (else nothing extra to scan over)
+    step_keys = jax.random.split(k_drop, n_batches) if model.dropout > 0 else None
 
     def body(carry, batch):
         params, opt_state, state, bad, i = carry
         xb, yb, kb = batch
         if mesh is not None:  # the batch axis over the devices; the compiler adds the all-reduce
             xb, yb = _parallel.shard_constraint(mesh, (xb, yb))
-        loss, g, new_state = grads_of(params, xb, yb, kb if model.dropout > 0 else None, state)
+        loss, g, new_state = grads_of(params, xb, yb, kb, state)
         new_params, new_opt = _apply(optimizer, params, opt_state, g)
+        if not guarded:
+            return (new_params, new_opt, new_state, bad, i + 1), loss
         ok = _all_finite(loss, g) & (bad < 0)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
         carry = (keep(new_params, params), keep(new_opt, opt_state),
@@ -194,6 +212,9 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer,
     init = (params, opt_state, state, jnp.int32(-1), jnp.int32(0))
     (params, opt_state, state, bad, _), losses = jax.lax.scan(body, init, (xs, ys, step_keys),
                                                               unroll=unroll)
+    if not guarded:
+        finite = jnp.all(jnp.isfinite(losses)) & _tree_finite(params)
+        bad = jnp.where(finite, jnp.int32(-1), jnp.int32(-2))
     if xv is None:
         val = jnp.array(jnp.nan, losses.dtype)
     else:
@@ -314,9 +335,12 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     epoch = history["epochs_run"]
     while epoch < epochs and not history["stopped_early"]:
         t0 = time.perf_counter()
-        out = _run_epoch(run.params, run.opt_state, run.state, x, y, xv, yv,
-                         jax.random.fold_in(key, epoch), **static)
+        args = (run.params, run.opt_state, run.state, x, y, xv, yv, jax.random.fold_in(key, epoch))
+        out = _run_epoch(*args, **static)
         bad = int(out.bad_step)
+        if bad == -2:  # something non-finite: re-run the epoch with per-step guards
+            out = _run_epoch(*args, **static, guarded=True)
+            bad = int(out.bad_step)
         run = run._replace(params=out.params, opt_state=out.opt_state, state=out.state)
         if bad >= 0:  # out holds the last finite params: the bad step was not applied
             history["diverged"] = {"epoch": epoch, "step": bad}
