@@ -16,16 +16,21 @@ medians over the repeats:
     autodiff gradients, and their ratio (> 1: manual is slower);
 (b) compiled: XLA's FLOP count (`cost_analysis()["flops"]`) and temporary memory
     (`memory_analysis().temp_size_in_bytes`) of both compiled steps;
-(c) throughput in samples/s of `jm.fit` (manual and autodiff; per-epoch time after a
-    warm-up fit) against two references written here: a Python loop over the jitted step,
-    and a minimal pure-JAX loop (params a list of (W, b), `jax.value_and_grad` of a plain
-    loss, a 15-line Adam, each epoch one jitted `lax.scan`): the in-JAX bound;
+(c) throughput in samples/s of `jm.fit` (manual and autodiff; `history["epoch_time"]`
+    after a warm-up fit) against two references written here: a Python loop over the
+    jitted step, and a minimal pure-JAX loop (params a list of (W, b), `jax.value_and_grad`
+    of a plain loss, a 15-line Adam, each epoch one jitted `lax.scan` over minibatches
+    pre-shuffled by one jitted call): the in-JAX bound.  All four reshuffle every epoch
+    and the shuffle is inside the timed epoch;
 (d) achieved GFLOP/s, counting 6 FLOPs per weight per sample (2 forward, 2 + 2 backward),
-    as a fraction of this machine's matmul rate on the workload's own GEMM shapes, timed
-    here with the same `jnp.dot` layouts the step uses, each in a jitted `lax.scan`:
-    forward (B, n_in)·Wᵀ, backward δ·W (B, n_out)(n_out, n_in) and δᵀ·a (n_out, B)(B, n_in).
-    `gemm_gflops` is the aggregate rate of one step's GEMMs (their FLOPs / their summed
-    time): a step that did nothing but its matmuls would run at that rate.
+    against matmul rates measured here on the workload's own GEMM shapes, with the
+    layouts the step uses, each in a jitted `lax.scan` over distinct operands: forward
+    a·Wᵀ (B, n_in)(n_out, n_in), backward δ·W (B, n_out)(n_out, n_in) and δᵀ·a
+    (B, n_out)(B, n_in).  `fraction_of_gemm_peak` divides by the best of those rates,
+    `fraction_of_step_gemm_rate` by their aggregate (one step's GEMM FLOPs over their
+    summed times: a step doing nothing but its matmuls; XLA may lay out a fused step's
+    operands better than the isolated dots, so this can exceed 1), and
+    `fraction_of_machine_peak` by a large square matmul (1024³; 256³ with --quick).
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
