@@ -163,7 +163,7 @@ class _EpochOut(NamedTuple):
     params: Any
     opt_state: Any
     state: Any
-    losses: Array       # (n_batches,) the minibatch losses
+    train_loss: Array   # scalar: the mean of the epoch's minibatch losses
     bad_step: Array     # int32: first non-finite step of the epoch, −1 if none, or −2 when
                         # the unguarded program saw something non-finite (re-run guarded)
     val_loss: Array     # scalar (NaN without validation)
@@ -176,7 +176,7 @@ def _tree_finite(tree) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "grad", "batch_size",
                                              "n_batches", "unroll", "mesh", "guarded"))
-def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer, grad,
+def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, optimizer, grad,
                batch_size, n_batches, unroll, mesh, guarded=False):
     """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss.
 
@@ -187,7 +187,7 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer,
     the same inputs (the epoch is deterministic), only when the fast path reported −2.
     """
     grads_of = _grad_fn(model, grad)
-    k_perm, k_drop = jax.random.split(key)
+    k_perm, k_drop = jax.random.split(jax.random.fold_in(key, epoch))
     idx = jax.random.permutation(k_perm, x.shape[0])[: n_batches * batch_size]
     xs = x[idx].reshape(n_batches, batch_size, x.shape[1])
     ys = y[idx].reshape(n_batches, batch_size, y.shape[1])
@@ -220,7 +220,7 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, *, model, optimizer,
     else:
         yhat, cache, _ = forward_pass(model, params, xv, train=False, state=state)
         val = data_loss(model, cache.z, yhat, yv)
-    return _EpochOut(params, opt_state, state, losses, bad, val)
+    return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, val)
 
 
 def _positive_int(value, name):
@@ -335,12 +335,14 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     epoch = history["epochs_run"]
     while epoch < epochs and not history["stopped_early"]:
         t0 = time.perf_counter()
-        args = (run.params, run.opt_state, run.state, x, y, xv, yv, jax.random.fold_in(key, epoch))
+        args = (run.params, run.opt_state, run.state, x, y, xv, yv, key, jnp.int32(epoch))
         out = _run_epoch(*args, **static)
-        bad = int(out.bad_step)
+        # one transfer from the device per epoch: the step flag and the two losses
+        bad, train_loss, val = jax.device_get((out.bad_step, out.train_loss, out.val_loss))
         if bad == -2:  # something non-finite: re-run the epoch with per-step guards
             out = _run_epoch(*args, **static, guarded=True)
-            bad = int(out.bad_step)
+            bad, train_loss, val = jax.device_get((out.bad_step, out.train_loss, out.val_loss))
+        bad = int(bad)
         run = run._replace(params=out.params, opt_state=out.opt_state, state=out.state)
         if bad >= 0:  # out holds the last finite params: the bad step was not applied
             history["diverged"] = {"epoch": epoch, "step": bad}
@@ -351,14 +353,14 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
             if on_divergence == "raise":
                 raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history)
             break
-        train_loss = float(jnp.mean(out.losses))
+        train_loss = float(train_loss)
         elapsed = time.perf_counter() - t0
         history["train_loss"].append(train_loss)
         history["epoch_time"].append(elapsed)
         history["epochs_run"] = epoch = epoch + 1
         logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None}
         if xv is not None:
-            val = float(out.val_loss)
+            val = float(val)
             history["val_loss"].append(val)
             logs["val_loss"] = val
             if val < run.best_val - min_delta:

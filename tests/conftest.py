@@ -8,3 +8,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_collection_finish(session):
+    """Start the matrix worker (tests/matrix.py) as soon as its tests are selected, so it
+    runs on the second core while the other test files run."""
+    if any(getattr(getattr(item, "module", None), "__name__", "").endswith("test_matrix")
+           for item in session.items):
+        from tests import matrix
+        matrix.Worker.start(session.config._tmp_path_factory.getbasetemp())

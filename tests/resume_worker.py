@@ -26,7 +26,7 @@ def main(argv):
         real_replace = os.replace
 
         def slow_replace(src, dst):
-            time.sleep(0.03)
+            time.sleep(0.02)
             real_replace(src, dst)
 
         jm.checkpoint.os.replace = slow_replace
@@ -37,8 +37,8 @@ def main(argv):
     yv = xv[:, :1] * xv[:, 1:2] + np.sin(xv[:, 2:3])
     model = jm.MLP((4, 16, 16, 1), activation="tanh", norm="batch", dropout=0.1, l2=1e-4)
     params = jm.init_params(jax.random.key(0), model, dtype=jnp.float64)
-    callback = (lambda e, logs: time.sleep(0.03)) if slow else None
-    params, history = jm.fit(model, params, jm.optim.adam(1e-2), x, y, epochs=30,
+    callback = (lambda e, logs: time.sleep(0.02)) if slow else None
+    params, history = jm.fit(model, params, jm.optim.adam(1e-2), x, y, epochs=24,
                              batch_size=16, key=jax.random.key(1), validation=(xv, yv),
                              patience=30, callback=callback, checkpoint_dir=ckpt_dir)
     leaves = jax.tree_util.tree_leaves((params, history["state"]))

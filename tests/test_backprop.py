@@ -84,37 +84,7 @@ def check_config(model, seed=0):
     return params, x, y, out
 
 
-def check_cell(activation, output, loss, depth):
-    """One cell of the matrix, without and with l1/l2.
-
-    One autodiff pass of the unpenalised loss serves both: by linearity the penalised
-    reference is jax.grad(L) + jax.grad(penalty), and δ does not depend on the penalty."""
-    sizes = (N_IN,) + (WIDTH,) * depth + (K,)
-    plain = jm.MLP(sizes, activation=activation, output=output, loss=loss)
-    params = jm.init_params(jax.random.key(0), plain, dtype=jnp.float64)
-    x, y = make_data(plain, seed=1)
-    yp = prepared_y(plain, y)
-    L, g, d = autodiff_reference(plain, params, x, y)
-    for l1, l2 in PENALTIES.values():
-        model = jm.MLP(sizes, activation=activation, output=output, loss=loss, l1=l1, l2=l2)
-        out = backprop_pass(model, params, x, yp)
-        P, gP = jax.value_and_grad(functools.partial(jm.losses.penalty, model))(params)
-        ref = jax.tree_util.tree_map(jnp.add, g, gP)
-        chex.assert_trees_all_equal_structs(out.grads, params)
-        assert abs(float(out.loss) - float(L + P)) <= 1e-12 * max(1.0, abs(float(L + P)))
-        assert rel_err(out.grads, ref) <= RTOL, (rel_err(out.grads, ref), model)
-        assert len(out.deltas) == model.n_layers
-        for l, (dm, da) in enumerate(zip(out.deltas, d)):
-            assert dm.shape == (N, sizes[l + 1])
-            assert rel_err(dm, da) <= RTOL, (l, rel_err(dm, da), model)
-
-
-@pytest.mark.parametrize("depth", DEPTHS, ids=lambda d: f"depth{d}")
-@pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{o}-{l}" for o, l in OUTPUT_LOSS])
-@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-def test_matrix_manual_equals_autodiff(activation, output, loss, depth):
-    with jax.disable_jit():
-        check_cell(activation, output, loss, depth)
+# The full matrix (activation × output/loss × depth × penalty) is in test_matrix.py.
 
 
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{o}-{l}" for o, l in OUTPUT_LOSS])
@@ -211,8 +181,7 @@ def test_jitted_and_eager_agree_and_no_retrace():
 
 
 @pytest.mark.parametrize("activation,output,loss", [
-    ("relu", "identity", "mse"), ("tanh", "sigmoid", "bce"), ("gelu", "softmax", "cce"),
-    ("elu", "softmax", "sse"), ("sigmoid", "tanh", "mse")])
+    ("relu", "identity", "mse"), ("tanh", "sigmoid", "bce"), ("gelu", "softmax", "cce")])
 def test_float32_agrees_with_float64(activation, output, loss):
     """float32 manual grads vs float64 ones: relative error ~1e-6 expected; 1e-4 allowed."""
     model = jm.MLP((N_IN, 16, 16, K), activation=activation, output=output, loss=loss, l2=0.01)
@@ -247,7 +216,7 @@ def test_extreme_logits_stay_finite(output, loss, k):
 
 
 # ----------------------------------------------------------------- property-based
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(data=st.data())
 def test_property_random_architectures(data):
     depth = data.draw(st.integers(0, 3), label="hidden layers")

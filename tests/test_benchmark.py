@@ -17,7 +17,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-WORKLOADS = ("W1", "W2", "W3")
+# The smoke run covers W1 only: W2 and W3 run the same code paths with other shapes, and
+# compiling their steps, fits and GEMMs would triple this file's time on 2 cores.
+WORKLOADS = ("W1",)
 
 TOP_FIELDS = ("machine", "device", "jax_version", "config", "machine_peak_gflops",
               "workloads", "total_seconds")
@@ -61,7 +63,8 @@ def _finite_positive(x):
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark") / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workloads",
+                           ",".join(WORKLOADS), "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return json.loads(out.read_text()), proc.stdout
@@ -101,7 +104,8 @@ def test_quick_run_reports_every_field(quick):
         assert _finite_positive(w["step"]["manual_s"]), wid
         assert _finite_positive(w["step"]["autodiff_s"]), wid
     ratios = list(_ratios(res))
-    assert len(ratios) >= 3 * (1 + 2 + len(THROUGHPUT_RATIOS) + len(THROUGHPUT_VARIANTS))
+    assert len(ratios) >= len(WORKLOADS) * (1 + 2 + len(THROUGHPUT_RATIOS)
+                                            + len(THROUGHPUT_VARIANTS))
     bad = [(p, v) for p, v in ratios if not _finite_positive(v)]
     assert not bad, bad
     assert "manual ms" in stdout and "samples/s" in stdout

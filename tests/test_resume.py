@@ -51,7 +51,7 @@ def test_sigkill_at_random_moment_then_resume_is_bitwise_identical(reference, tm
     proc = subprocess.Popen([sys.executable, WORKER, str(tmp_path / "x.npz"), str(ckpt),
                              "--slow"], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(1000 + trial).uniform(1.5, 3.5))  # import, compile, train, save
+    time.sleep(random.Random(1000 + trial).uniform(1.5, 3.0))  # import, compile, train, save
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     left = sorted(p.name for p in ckpt.glob(".*")) + sorted(p.name for p in ckpt.glob("*"))
