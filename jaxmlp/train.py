@@ -40,7 +40,8 @@ import numpy as np
 
 from jaxmlp import optim as _optim
 from jaxmlp import parallel as _parallel
-from jaxmlp._checks import as_array, check_finite
+from jaxmlp._checks import check_finite
+from jaxmlp._checks import positive_int as _positive_int
 from jaxmlp.backprop import backprop_pass
 from jaxmlp.losses import check_inputs, data_loss, penalty, prepare_targets
 from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, forward_pass,
@@ -221,12 +222,6 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, opt
         yhat, cache, _ = forward_pass(model, params, xv, train=False, state=state)
         val = data_loss(model, cache.z, yhat, yv)
     return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, val)
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _prepare_data(model, x, y, dtype, name):
