@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp.backprop import _value_and_grad_jit
-from jaxmlp.losses import _loss_impl, check_inputs
+from jaxmlp.losses import _loss_impl, _loss_jit, check_inputs
 from jaxmlp.model import MLP
 
 __all__ = ["check_gradients", "GradientReport", "LeafError", "default_tolerances"]
@@ -121,10 +121,6 @@ def _autodiff_value_and_grad(model, params, x, y, key, state):
     return jax.value_and_grad(_loss_impl, argnums=1)(model, params, x, y, True, key, state)
 
 
-_loss_train_jit = jax.jit(lambda m, p, x, y, k, s: _loss_impl(m, p, x, y, True, k, s),
-                          static_argnums=0)
-
-
 def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, seed):
     # Central differences in float64 when x64 is on (much smaller error), else as given.
     wide = jnp.float64 if jax.config.jax_enable_x64 else params[0]["W"].dtype
@@ -133,7 +129,7 @@ def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, see
     s = None if state is None else jax.tree_util.tree_map(lambda a: a.astype(wide), state)
     xw, yw = x.astype(wide), y.astype(wide)
     rng = np.random.default_rng(seed)
-    L0 = abs(float(_loss_train_jit(model, p, xw, yw, key, s)))
+    L0 = abs(float(_loss_jit(model, p, xw, yw, True, key, s)))
     floor = 10 * float(jnp.finfo(wide).eps) * max(L0, 1.0) / eps
     rows = []
     for l, layer in enumerate(p):
@@ -145,7 +141,7 @@ def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, see
             def at(sign):
                 q = [dict(d) for d in p]
                 q[l][name] = leaf + sign * eps * v
-                return float(_loss_train_jit(model, q, xw, yw, key, s))
+                return float(_loss_jit(model, q, xw, yw, True, key, s))
 
             fd = (at(1.0) - at(-1.0)) / (2 * eps)
             g = np.asarray(grads[l][name], np.float64)

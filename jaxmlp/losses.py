@@ -155,9 +155,16 @@ def check_inputs(model, params, x, y, *, train, key, state):
     return x, y, key
 
 
+def objective(model, params, x, y, train, key, state):
+    """(L, new_state): the loss with penalties, and the batch-norm state the forward pass
+    updated; no argument checks (x, y prepared).  `jax.value_and_grad(objective, argnums=1,
+    has_aux=True)` is the autodiff reference every manual gradient is checked against."""
+    _, cache, new_state = forward_pass(model, params, x, train=train, key=key, state=state)
+    return data_loss(model, cache.z, cache.yhat, y) + penalty(model, params), new_state
+
+
 def _loss_impl(model, params, x, y, train, key, state):
-    _, cache, _ = forward_pass(model, params, x, train=train, key=key, state=state)
-    return data_loss(model, cache.z, cache.yhat, y) + penalty(model, params)
+    return objective(model, params, x, y, train, key, state)[0]
 
 
 _loss_jit = jax.jit(_loss_impl, static_argnums=(0, 4))

@@ -43,7 +43,7 @@ from jaxmlp import parallel as _parallel
 from jaxmlp._checks import check_finite
 from jaxmlp._checks import positive_int as _positive_int
 from jaxmlp.backprop import backprop_pass
-from jaxmlp.losses import check_inputs, data_loss, penalty, prepare_targets
+from jaxmlp.losses import check_inputs, data_loss, objective, prepare_targets
 from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, forward_pass,
                           init_state)
 
@@ -90,11 +90,8 @@ def _grad_fn(model: MLP, grad: str) -> Callable:
             return out.loss, out.grads, out.state
     else:
         def f(params, x, y, key, state):
-            def objective(p):
-                yhat, cache, new_state = forward_pass(model, p, x, train=True, key=key,
-                                                      state=state)
-                return data_loss(model, cache.z, yhat, y) + penalty(model, p), new_state
-            (loss, new_state), g = jax.value_and_grad(objective, has_aux=True)(params)
+            (loss, new_state), g = jax.value_and_grad(objective, argnums=1, has_aux=True)(
+                model, params, x, y, True, key, state)
             return loss, g, new_state
     return f
 
@@ -317,9 +314,9 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     if mesh is not None:
         _parallel.check_mesh(mesh, batch_size)
         x, y, xv, yv = _parallel.replicate(mesh, (x, y, xv, yv))
-        run = run._replace(**dict(zip(("params", "opt_state", "state", "best_params",
-                                       "best_state"), _parallel.replicate(mesh, (
-            run.params, run.opt_state, run.state, run.best_params, run.best_state)))))
+        p, o, s, bp, bs = _parallel.replicate(
+            mesh, (run.params, run.opt_state, run.state, run.best_params, run.best_state))
+        run = run._replace(params=p, opt_state=o, state=s, best_params=bp, best_state=bs)
 
     history = run.history
     save = functools.partial(_save_run, model=model, directory=checkpoint_dir, key=key,
