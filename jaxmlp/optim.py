@@ -507,19 +507,32 @@ def rmsprop(
     return GradientTransformation(init, update)
 
 
-def _adam_direction(b1, b2, eps, eps_root, updates, state):
-    """m̂ / (√(v̂ + ε_root) + ε) and the new (m, v); shared by adam and adamw."""
+def _adam_direction(b1, b2, eps, eps_root, updates, state, scale=1.0):
+    """scale · m̂ / (√(v̂ + ε_root) + ε) and the new (m, v); shared by adam and adamw.
+
+    With c₁ = 1 − β₁ᵗ, c₂ = 1 − β₂ᵗ, the bias corrections move onto scalars:
+
+        m̂ / (√(v̂ + ε_root) + ε) = (√c₂ / c₁) · m / (√(v + c₂ ε_root) + √c₂ ε)
+
+    (multiply numerator and denominator by √c₂), the same number in exact arithmetic.
+    Per element this is one multiply, one root, one add and one divide instead of three
+    divides; the scalars (and `scale`, −η for adam) are computed once per step.
+    """
     mu = jax.tree.map(lambda g, m: b1 * m + (1.0 - b1) * _like(g, m), updates, state.mu)
     nu = jax.tree.map(
         lambda g, v: b2 * v + (1.0 - b2) * jnp.square(_like(g, v)), updates, state.nu
     )
     t = state.count.astype(jnp.result_type(float)) + 1.0
+    c1 = 1.0 - b1**t
+    c2 = 1.0 - b2**t
+    root_c2 = jnp.sqrt(c2)
+    gain = scale * root_c2 / c1
 
     def direction(m, v):
-        tt = t.astype(m.dtype)
-        m_hat = m / (1.0 - b1**tt)
-        v_hat = v / (1.0 - b2**tt)
-        return m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+        dt = m.dtype
+        if eps_root:
+            v = v + (c2 * eps_root).astype(dt)
+        return gain.astype(dt) * m / (jnp.sqrt(v) + (root_c2 * eps).astype(dt))
 
     return jax.tree.map(direction, mu, nu), mu, nu
 
@@ -570,8 +583,8 @@ def adam(
 
     def update(updates, state, params=None):
         eta = schedule(state.count)
-        direction, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state)
-        return _descend(eta, direction), AdamState(_increment(state.count), mu, nu)
+        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, scale=-eta)
+        return step, AdamState(_increment(state.count), mu, nu)
 
     return GradientTransformation(init, update)
 
@@ -629,15 +642,16 @@ def adamw(
                 "opt.update(grads, state, params)"
             )
         eta = schedule(state.count)
-        direction, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state)
+        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, scale=-eta)
 
-        def decayed(path, d, theta):
-            if not _is_weight(path):
-                return d
-            return d + weight_decay * jnp.asarray(theta).astype(d.dtype)
+        def decayed(path, u, theta):  # −η m̂/(…) − η λ θ
+            if not _is_weight(path) or not weight_decay:
+                return u
+            decay = jnp.asarray(eta * weight_decay).astype(u.dtype)
+            return u - decay * jnp.asarray(theta).astype(u.dtype)
 
-        direction = jax.tree_util.tree_map_with_path(decayed, direction, params)
-        return _descend(eta, direction), AdamState(_increment(state.count), mu, nu)
+        step = jax.tree_util.tree_map_with_path(decayed, step, params)
+        return step, AdamState(_increment(state.count), mu, nu)
 
     return GradientTransformation(init, update)
 

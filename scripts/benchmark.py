@@ -9,8 +9,10 @@ Three fixed workloads, deterministic synthetic data (NumPy, seed 0), float32, Ad
 | W2 | mnist-like  | 784-512-512-10              | relu   | softmax  | cce  | 256   | 16384 |
 | W3 | deep-narrow | 32-(128 × 16)-1             | tanh   | identity | mse  | 128   | 8192  |
 
-For each workload, measured side by side in one process, with interleaved repeats and
-medians over the repeats:
+For each workload, measured side by side in one process, with interleaved repeats (the
+order of the variants rotating) and medians over the repeats; every ratio is the median of
+the per-repeat ratios, each pair measured back to back, so the machine's slow drifts
+cancel within a pair:
 
 (a) step: the jitted `jm.make_train_step(model, opt, grad=...)` time per call, manual vs
     autodiff gradients, and their ratio (> 1: manual is slower);
@@ -43,6 +45,7 @@ Usage:
     python scripts/benchmark.py --workloads W2 --repeats 9
     python scripts/benchmark.py --host-devices 4 --workloads W1,W2
     python scripts/benchmark.py --xla-flags="--xla_cpu_multi_thread_eigen=false"   # note the =
+    python scripts/benchmark.py --cpus 1            # pin to one core: XLA's threading measured
 
 `main(argv)` returns the results dict (what `--json` writes).  Timing is device-agnostic:
 every measurement ends with `jax.block_until_ready` on everything it produced.
@@ -63,11 +66,16 @@ import numpy as np
 
 
 def _pre_parse_xla(argv):
-    """--host-devices / --xla-flags must reach XLA_FLAGS before JAX initialises."""
+    """--host-devices / --xla-flags must reach XLA_FLAGS before JAX initialises, and
+    --cpus must pin the process before XLA sizes its thread pools."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--host-devices", type=int, default=None)
     p.add_argument("--xla-flags", default=None)
+    p.add_argument("--cpus", type=int, default=None)
     known, _ = p.parse_known_args(argv)
+    if known.cpus and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[: max(1, known.cpus)])
     flags = os.environ.get("XLA_FLAGS", "")
     if known.xla_flags:
         flags = f"{flags} {known.xla_flags}".strip()
@@ -100,7 +108,7 @@ WORKLOADS = {
 
 # Measurement budgets: seconds per timed sample, repeats, fit epochs per timed call.
 MODES = {
-    "full": dict(target_s=0.25, repeats=5, min_epochs=3, max_epochs=60, gemm_target_s=0.05,
+    "full": dict(target_s=0.25, repeats=9, min_epochs=3, max_epochs=60, gemm_target_s=0.05,
                  peak_n=1024),
     "quick": dict(target_s=0.015, repeats=3, min_epochs=2, max_epochs=10, gemm_target_s=0.004,
                   peak_n=512),
@@ -154,6 +162,12 @@ def _ratio(a, b):
 
 def _median(xs):
     return float(statistics.median(xs))
+
+
+def _paired_ratio(xs, ys):
+    """The median over repeats of xs[r] / ys[r]: each pair was measured back to back, so
+    the machine's slow drifts (other tenants, clock changes) cancel within a pair."""
+    return _median([_ratio(a, b) for a, b in zip(xs, ys)])
 
 
 def _sync(tree):
@@ -288,7 +302,8 @@ class StepBench:
         out = {"calls_per_sample": n,
                "manual_s": _median(times["manual"]), "autodiff_s": _median(times["autodiff"]),
                "manual_all_s": times["manual"], "autodiff_all_s": times["autodiff"]}
-        out["ratio_manual_over_autodiff"] = _ratio(out["manual_s"], out["autodiff_s"])
+        out["ratio_manual_over_autodiff"] = _paired_ratio(times["manual"], times["autodiff"])
+        out["ratio_of_medians_manual_over_autodiff"] = _ratio(out["manual_s"], out["autodiff_s"])
         cm, ca = self.compiled["manual"], self.compiled["autodiff"]
         out["compiled"] = {
             "manual": cm, "autodiff": ca,
@@ -436,14 +451,19 @@ class ThroughputBench:
         for k, ts in per_repeat.items():
             out[f"{k}_epoch_s"] = _median(ts)
             out[f"{k}_samples_per_s"] = samples / _median(ts)
-        sps = {k: out[f"{k}_samples_per_s"] for k in self.run}
-        out["ratio_fit_manual_over_pure_jax"] = _ratio(sps["fit_manual"], sps["pure_jax_scan"])
-        out["ratio_fit_autodiff_over_pure_jax"] = _ratio(sps["fit_autodiff"],
-                                                         sps["pure_jax_scan"])
-        out["ratio_fit_manual_over_fit_autodiff"] = _ratio(sps["fit_manual"],
-                                                           sps["fit_autodiff"])
-        out["ratio_fit_manual_over_python_loop"] = _ratio(sps["fit_manual"], sps["python_loop"])
-        out["ratio_python_loop_over_pure_jax"] = _ratio(sps["python_loop"], sps["pure_jax_scan"])
+        # throughput ratios a/b = time_b / time_a, paired per repeat (see _paired_ratio)
+        t = per_repeat
+        out["ratio_fit_manual_over_pure_jax"] = _paired_ratio(t["pure_jax_scan"],
+                                                              t["fit_manual"])
+        out["ratio_fit_autodiff_over_pure_jax"] = _paired_ratio(t["pure_jax_scan"],
+                                                                t["fit_autodiff"])
+        out["ratio_fit_manual_over_fit_autodiff"] = _paired_ratio(t["fit_autodiff"],
+                                                                  t["fit_manual"])
+        out["ratio_fit_manual_over_python_loop"] = _paired_ratio(t["python_loop"],
+                                                                 t["fit_manual"])
+        out["ratio_python_loop_over_pure_jax"] = _paired_ratio(t["pure_jax_scan"],
+                                                               t["python_loop"])
+        out["epoch_s_per_repeat"] = per_repeat
         return out
 
 
@@ -637,6 +657,8 @@ def environment(mode_name, repeats):
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "machine": platform.machine(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version(),
+                    "cpus_used": len(os.sched_getaffinity(0))
+                    if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                     "loadavg_start": _loadavg()},
         "device": {"platform": d.platform, "device_kind": d.device_kind,
                    "count": len(jax.devices()), "backend": jax.default_backend()},
@@ -670,7 +692,8 @@ def format_table(results) -> str:
     lines = []
     env = results
     lines.append(f"device: {env['device']['platform']} / {env['device']['device_kind']} "
-                 f"x{env['device']['count']}   cpus: {env['machine']['cpu_count']}   "
+                 f"x{env['device']['count']}   cpus: {env['machine'].get('cpus_used')} of "
+                 f"{env['machine']['cpu_count']}   "
                  f"jax {env['jax_version']}   mode: {env['config']['mode']}   "
                  f"XLA_FLAGS: {env['config']['xla_flags'] or '-'}")
     lines.append(f"machine matmul peak ({env['machine_peak_n']}³ f32): "
@@ -757,6 +780,9 @@ def parse_args(argv):
                         "when more than one is visible)")
     p.add_argument("--host-devices", type=int, default=None,
                    help="force N host (CPU) devices via XLA_FLAGS; only when run as a script")
+    p.add_argument("--cpus", type=int, default=None,
+                   help="pin the process to its first N CPUs before JAX starts (XLA sizes "
+                        "its thread pools from this); only when run as a script")
     p.add_argument("--xla-flags", default=None,
                    help="extra XLA_FLAGS, appended before JAX starts; only when run as a "
                         "script; write it with '=': --xla-flags=\"--xla_cpu_...=false\"")
