@@ -67,8 +67,13 @@ def output_delta(model: MLP, z: Array, yhat: Array, y: Array) -> Array:
     scale = _mean_scale(model, y.shape[0])
     if model.loss == "bce":  # needs sigmoid output
         return scale * (yhat - y)
-    if model.loss == "cce":  # needs softmax output
-        return scale * (yhat * jnp.sum(y, axis=-1, keepdims=True) - y)
+    if model.loss == "cce":  # needs softmax output: ŷ = e / s, e = exp(z − max z), s = Σₖ e
+        # ŷ·Σy − y written as e·(Σy / s) − y: the row factor Σy/s is one reduction, and e
+        # and s are the forward pass's own (the compiler merges the identical expressions),
+        # so this costs one kernel fewer per step than reading ŷ back
+        e = jnp.exp(z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True)))
+        s = jnp.sum(e, axis=-1, keepdims=True)
+        return scale * (e * (jnp.sum(y, axis=-1, keepdims=True) / s) - y)
     g = (2.0 if model.loss == "mse" else 1.0) * scale * (yhat - y)  # ∂L/∂ŷ
     if model.output == "identity":
         return g
