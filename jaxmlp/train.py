@@ -181,8 +181,8 @@ def _permutation(key: Array, n: int) -> Array:
     `jax.random.permutation` sorts (32-bit key, index) pairs; here the index is packed
     into the low ⌈log₂ n⌉ bits of the key itself (b = 32 − ⌈log₂ n⌉ random high bits),
     so each round is a sort of one uint32 array, which XLA runs several times faster
-    than a key-value sort (on CPU about 8× at n = 16384), and the low bits read off the
-    winning positions.  Rounds: as many as make r·b ≥ 3·log₂ n (jax.random.permutation's
+    than a key-value sort, and the low bits read off the winning positions (on a 2-core
+    CPU, all rounds included: 3.4 ms instead of 11 ms at n = 16384).  Rounds: as many as make r·b ≥ 3·log₂ n (jax.random.permutation's
     rule, a tie surviving all rounds has probability ≲ 1/n).  Beyond 2²⁴ rows the packed
     keys get short and it falls back to `jax.random.permutation`.
     """

@@ -700,7 +700,8 @@ def format_table(results) -> str:
                  f"{env['machine_peak_gflops']:.1f} GFLOP/s   load average at start: "
                  f"{env['machine']['loadavg_start'] or 0:.2f}")
     lines.append("")
-    lines.append("(a, b) jitted train step, manual δ vs autodiff (median of interleaved repeats)")
+    lines.append("(a, b) jitted train step, manual δ vs autodiff (medians of interleaved "
+                 "repeats; ratio: the median of the per-repeat ratios)")
     hdr = (f"{'':4} {'manual ms':>10} {'autodiff ms':>12} {'ratio m/a':>10} "
            f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11}")
     lines.append(hdr)
@@ -712,7 +713,8 @@ def format_table(results) -> str:
                      f"{c['manual']['temp_bytes'] / 1024:11.1f} "
                      f"{c['autodiff']['temp_bytes'] / 1024:11.1f}")
     lines.append("")
-    lines.append("(c) epoch throughput, samples/s (after warm-up; median of interleaved repeats)")
+    lines.append("(c) epoch throughput, samples/s (after warm-up; medians of interleaved "
+                 "repeats; ratios: medians of the per-repeat ratios)")
     lines.append(f"{'':4} {'fit manual':>11} {'fit autodiff':>12} {'py loop':>10} "
                  f"{'pure JAX':>10} {'fit/pure':>9} {'fitA/pure':>9} {'fit m/a':>8} "
                  f"{'fit/loop':>9}")
