@@ -245,17 +245,36 @@ class Setup:
 
 # --------------------------------------------------------------------------- (a), (b) step
 
+_NOT_KERNELS = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast"})
+
+
+def count_kernels(hlo_text: str) -> int:
+    """Instructions of the compiled program's entry computation that do work (fusions,
+    dots, copies, custom calls, ...): on CPU each is one kernel launch per call, the cost
+    that dominates small steps.  Parameters, constants, tuples and bitcasts are free."""
+    entry = hlo_text[hlo_text.index("\nENTRY"):]
+    entry = entry[: entry.index("\n}")]
+    ops = re.findall(r"=\s+\S+\s+([a-z][\w-]*)\(", entry)
+    return sum(op not in _NOT_KERNELS for op in ops)
+
+
 def compiled_stats(jitted, *args) -> dict:
-    """FLOPs, bytes accessed and temporary bytes of `jitted` compiled for `args`."""
+    """FLOPs, bytes accessed, temporary bytes and kernel count of `jitted` compiled for
+    `args`."""
     compiled = jitted.lower(*args).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
         cost = cost[0] if cost else {}
     cost = cost or {}
     mem = compiled.memory_analysis()
+    try:
+        kernels = count_kernels(compiled.as_text())
+    except ValueError:  # a backend whose text has no ENTRY computation
+        kernels = -1
     return {"flops": float(cost.get("flops", float("nan"))),
             "bytes_accessed": float(cost.get("bytes accessed", float("nan"))),
-            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else -1}
+            "temp_bytes": int(getattr(mem, "temp_size_in_bytes", -1)) if mem is not None else -1,
+            "kernels": kernels}
 
 
 class StepBench:
@@ -703,7 +722,8 @@ def format_table(results) -> str:
     lines.append("(a, b) jitted train step, manual δ vs autodiff (medians of interleaved "
                  "repeats; ratio: the median of the per-repeat ratios)")
     hdr = (f"{'':4} {'manual ms':>10} {'autodiff ms':>12} {'ratio m/a':>10} "
-           f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11}")
+           f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11} "
+           f"{'kernels m/a':>12}")
     lines.append(hdr)
     for wid, r in results["workloads"].items():
         s, c = r["step"], r["step"]["compiled"]
@@ -711,7 +731,8 @@ def format_table(results) -> str:
                      f"{s['ratio_manual_over_autodiff']:10.3f} "
                      f"{c['manual']['flops'] / 1e6:10.3f} {c['autodiff']['flops'] / 1e6:10.3f} "
                      f"{c['manual']['temp_bytes'] / 1024:11.1f} "
-                     f"{c['autodiff']['temp_bytes'] / 1024:11.1f}")
+                     f"{c['autodiff']['temp_bytes'] / 1024:11.1f} "
+                     f"{c['manual'].get('kernels', -1):>6d}/{c['autodiff'].get('kernels', -1):<5d}")
     lines.append("")
     lines.append("(c) epoch throughput, samples/s (after warm-up; medians of interleaved "
                  "repeats; ratios: medians of the per-repeat ratios)")

@@ -3,16 +3,15 @@
 Every hidden activation × every valid (output, loss) pair × depths 1-4, each without and
 with l1/l2: manual δ backprop against jax.grad of the same loss, float64.  The cells run
 eagerly (`jax.disable_jit`: XLA compiles each primitive once per shape and reuses it,
-where a jit per cell would compile a thousand programs), in one subprocess that conftest
-starts right after collection, so it runs on the second core while the other test files
-run; `test_matrix.py` asserts on the numbers it reports.
+where a jit per cell would compile a thousand programs), in a subprocess that the
+background lane (tests/lane.py) starts right after collection, so it runs on the second
+core while the other test files run; `test_matrix.py` asserts on the numbers it reports.
 
-    python -m tests.matrix OUT.json      # what the worker runs
+    python -m tests.matrix OUT.json      # what the lane runs
 """
 import functools
 import json
 import os
-import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -84,32 +83,6 @@ def main(path):
     with open(tmp, "w") as f:
         json.dump(results, f)
     os.replace(tmp, path)
-
-
-class Worker:
-    """The one matrix subprocess of a pytest session."""
-
-    proc = None
-    path = None
-
-    @classmethod
-    def start(cls, folder):
-        if cls.proc is None:
-            cls.path = str(Path(folder) / "matrix.json")
-            env = dict(os.environ,
-                       PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            cls.proc = subprocess.Popen([sys.executable, "-m", "tests.matrix", cls.path],
-                                        cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-
-    @classmethod
-    def results(cls, folder):
-        cls.start(folder)  # when collection did not start it (e.g. a single test selected)
-        out, err = cls.proc.communicate(timeout=900)
-        if cls.proc.returncode != 0:
-            raise RuntimeError(f"matrix worker failed:\n{err[-4000:]}")
-        with open(cls.path) as f:
-            return json.load(f)
 
 
 if __name__ == "__main__":

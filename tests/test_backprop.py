@@ -5,7 +5,6 @@ shape and reuses it, where a jit per configuration would compile ~1000 programs.
 jitted path is tested on a representative subset, and must agree with the eager one.
 """
 import functools
-import itertools
 
 import chex
 import jax

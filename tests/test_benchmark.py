@@ -1,19 +1,19 @@
 """scripts/benchmark.py: the quick run reports every field with finite ratios, and the
-compiled manual-δ step costs no more FLOPs or temporary memory than the autodiff one.
+compiled manual-δ step costs no more FLOPs, temporary memory or kernels than the autodiff
+one.
 
 No timing is asserted: timings depend on the machine and its load.  The quick run is a
-subprocess, so it gets a fresh JAX (float32 defaults, its own XLA_FLAGS) rather than this
-session's x64 configuration.
+subprocess (started by the background lane, tests/lane.py), so it gets a fresh JAX with
+the default XLA flags and float32 defaults rather than this session's configuration.
 """
 import importlib.util
 import json
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from tests import lane
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
@@ -27,7 +27,7 @@ WORKLOAD_FIELDS = ("name", "sizes", "activation", "output", "loss", "batch_size"
                    "n_weights", "flops_per_sample", "step", "throughput", "gemm",
                    "achieved_gflops", "fraction_of_gemm_peak", "seconds")
 STEP_FIELDS = ("manual_s", "autodiff_s", "ratio_manual_over_autodiff", "compiled")
-COMPILED_FIELDS = ("flops", "bytes_accessed", "temp_bytes")
+COMPILED_FIELDS = ("flops", "bytes_accessed", "temp_bytes", "kernels")
 THROUGHPUT_VARIANTS = ("fit_manual", "fit_autodiff", "python_loop", "pure_jax_scan")
 THROUGHPUT_RATIOS = ("ratio_fit_manual_over_pure_jax", "ratio_fit_autodiff_over_pure_jax",
                      "ratio_fit_manual_over_fit_autodiff", "ratio_fit_manual_over_python_loop",
@@ -61,13 +61,9 @@ def _finite_positive(x):
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("benchmark") / "bench.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_ENABLE_X64", "XLA_FLAGS")}
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workloads",
-                           ",".join(WORKLOADS), "--json", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(out.read_text()), proc.stdout
+    # run by the background lane (tests/lane.py): `--quick --workloads W1 --json`
+    text, stdout = lane.result("benchmark_quick", tmp_path_factory.getbasetemp())
+    return json.loads(text), stdout
 
 
 def test_quick_run_reports_every_field(quick):
@@ -111,11 +107,13 @@ def test_quick_run_reports_every_field(quick):
     assert "manual ms" in stdout and "samples/s" in stdout
 
 
-def test_manual_step_compiles_to_no_more_flops_or_temp_memory_than_autodiff():
-    """W1's shapes (11-64-64-1, relu, mse, batch 32), float32, Adam: deterministic
-    compiler statistics, no timing."""
+@pytest.mark.parametrize("wid", ["W1", "W2"])
+def test_manual_step_compiles_to_no_more_flops_memory_or_kernels_than_autodiff(wid):
+    """W1's shapes (11-64-64-1, relu, mse, batch 32) and W2's (784-512-512-10, softmax/cce,
+    batch 256), float32, Adam: deterministic compiler statistics, no timing.  The kernel
+    count is what a small step's time follows on CPU."""
     bench = _load_script()
-    su = bench.Setup("W1", quick=True)
+    su = bench.Setup(wid, quick=True)
     stats = {}
     for grad in ("manual", "autodiff"):
         step = bench.jm.make_train_step(su.model, su.opt, grad=grad)
@@ -124,3 +122,25 @@ def test_manual_step_compiles_to_no_more_flops_or_temp_memory_than_autodiff():
     assert manual["flops"] > 0 and autodiff["flops"] > 0
     assert manual["flops"] <= autodiff["flops"], stats
     assert manual["temp_bytes"] <= autodiff["temp_bytes"], stats
+    assert 0 < manual["kernels"] <= autodiff["kernels"], stats
+
+
+def test_count_kernels_reads_the_entry_computation():
+    bench = _load_script()
+    text = """HloModule m
+
+%fused (p: f32[2]) -> f32[2] {
+  %p = f32[2]{0} parameter(0)
+  ROOT %n = f32[2]{0} negate(%p)
+}
+
+ENTRY %main (a: f32[2], b: f32[2]) -> (f32[2], f32[]) {
+  %a = f32[2]{0} parameter(0)
+  %b = f32[2]{0} parameter(1)
+  %c = f32[] constant(0)
+  %f = f32[2]{0} fusion(%a), kind=kLoop, calls=%fused
+  %d = f32[] dot(%f, %b), lhs_contracting_dims={0}, rhs_contracting_dims={0}
+  ROOT %t = (f32[2]{0}, f32[]) tuple(%f, %d)
+}
+"""
+    assert bench.count_kernels(text) == 2

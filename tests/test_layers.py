@@ -1,5 +1,4 @@
 """Dropout, batch norm and layer norm: hand-written backward ≡ jax.grad, forward ≡ NumPy."""
-import functools
 
 import chex
 import jax

@@ -2,16 +2,18 @@
 every hidden activation × every valid (output, loss) pair × depths 1-4 × without and with
 l1/l2 (1008 configurations), grads and the δ of every layer.  The numbers come from the
 worker in tests/matrix.py, which runs beside the rest of the suite."""
+import json
+
 import pytest
 
-from tests import matrix
+from tests import lane, matrix
 
 RTOL = 1e-9
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return matrix.Worker.results(tmp_path_factory.getbasetemp())
+    return json.loads(lane.result("matrix", tmp_path_factory.getbasetemp()))
 
 
 @pytest.mark.parametrize("cell", matrix.CELLS, ids=[matrix.cell_id(*c) for c in matrix.CELLS])

@@ -9,17 +9,15 @@ import jax
 import pytest
 
 import jaxmlp as jm
+from tests import lane
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def results():
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_worker.py")],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def results(tmp_path_factory):
+    # tests/parallel_worker.py on 4 forced host devices, run by the background lane
+    return json.loads(lane.result("parallel", tmp_path_factory.getbasetemp()))
 
 
 def test_four_devices_visible(results):

@@ -1,25 +1,11 @@
 """Kill-and-resume: a run killed with SIGKILL at random moments and resumed ends bitwise
-equal to an uninterrupted run; two separate processes with one seed agree bitwise."""
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+equal to an uninterrupted run; two separate processes with one seed agree bitwise.
 
+The processes run in the background lane (tests/lane.py) while other files run here."""
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = str(ROOT / "tests" / "resume_worker.py")
-ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def run(*args, timeout=240):
-    proc = subprocess.run([sys.executable, WORKER, *map(str, args)], env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+from tests import lane
 
 
 def load(path):
@@ -35,31 +21,26 @@ def assert_bitwise_equal(a, b):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ref") / "ref.npz"
-    run(path)
-    return load(path)
+    ref, again = lane.result("resume_reference", tmp_path_factory.getbasetemp())
+    return load(ref), load(again)
 
 
-def test_two_processes_same_seed_bitwise_identical(reference, tmp_path):
-    run(tmp_path / "again.npz")
-    assert_bitwise_equal(load(tmp_path / "again.npz"), reference)
+def test_two_processes_same_seed_bitwise_identical(reference):
+    ref, again = reference
+    assert_bitwise_equal(again, ref)
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_sigkill_at_random_moment_then_resume_is_bitwise_identical(reference, tmp_path, trial):
-    ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, WORKER, str(tmp_path / "x.npz"), str(ckpt),
-                             "--slow"], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(random.Random(1000 + trial).uniform(1.5, 3.0))  # import, compile, train, save
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    left = sorted(p.name for p in ckpt.glob(".*")) + sorted(p.name for p in ckpt.glob("*"))
-    run(tmp_path / "resumed.npz", ckpt)
-    assert_bitwise_equal(load(tmp_path / "resumed.npz"), reference)
+@pytest.mark.parametrize("trial", range(lane.RESUME_TRIALS))
+def test_sigkill_at_random_moment_then_resume_is_bitwise_identical(reference, trial,
+                                                                   tmp_path_factory):
+    # the lane starts a --slow run, waits for its first checkpoint, kills it with SIGKILL
+    # a random 0-0.6 s later (mid-epoch or mid-save) and resumes it (tests/lane.py)
+    out = lane.result(f"resume_trial{trial}", tmp_path_factory.getbasetemp())
+    assert out["killed_running"], "the run finished before the kill: nothing was resumed"
+    assert any(name.startswith("ckpt-") for name in out["left"]), out["left"]
+    assert_bitwise_equal(load(out["resumed"]), reference[0])
     # at most `keep` = 2 checkpoints, and the killed save's temp file is gone
-    final = sorted(p.name for p in ckpt.glob(".*")) + sorted(p.name for p in ckpt.glob("*"))
-    assert len(final) <= 2 and all(name.startswith("ckpt-") for name in final), (left, final)
+    final = out["final"]
+    assert len(final) <= 2 and all(name.startswith("ckpt-") for name in final), out
     if trial == 0:  # resuming a finished run loads it and returns the same result
-        run(tmp_path / "again.npz", ckpt)
-        assert_bitwise_equal(load(tmp_path / "again.npz"), reference)
+        assert_bitwise_equal(load(out["again"]), reference[0])
