@@ -173,7 +173,7 @@ def _tree_finite(tree) -> Array:
 
 
 def _permutation(key: Array, n: int) -> Array:
-    """A uniformly random permutation of 0 … n−1 (int32), by sorting random keys.
+    """A uniformly random permutation of 0 … n−1 (int32, n ≥ 1), by sorting random keys.
 
     Each round draws a random uint32 per position and sorts; a stable sort by random
     keys shuffles, and ties keep the previous round's (already random) order, so after r
@@ -182,11 +182,12 @@ def _permutation(key: Array, n: int) -> Array:
     into the low ⌈log₂ n⌉ bits of the key itself (b = 32 − ⌈log₂ n⌉ random high bits),
     so each round is a sort of one uint32 array, which XLA runs several times faster
     than a key-value sort, and the low bits read off the winning positions (on a 2-core
-    CPU, all rounds included: 3.4 ms instead of 11 ms at n = 16384).  Rounds: as many as make r·b ≥ 3·log₂ n (jax.random.permutation's
-    rule, a tie surviving all rounds has probability ≲ 1/n).  Beyond 2²⁴ rows the packed
-    keys get short and it falls back to `jax.random.permutation`.
+    CPU, all rounds included: 3.4 ms instead of 11 ms at n = 16384).  Rounds: as many as
+    make r·b ≥ 3·log₂ n (jax.random.permutation's rule: a tie surviving all rounds has
+    probability ≲ 1/n).  Beyond 2²⁴ rows the packed keys get short and it falls back to
+    `jax.random.permutation`.
     """
-    bits = max(1, math.ceil(math.log2(n))) if n > 1 else 1
+    bits = max(1, math.ceil(math.log2(n)))
     free = 32 - bits
     if free < 8:
         return jax.random.permutation(key, n)

@@ -32,3 +32,8 @@ def pytest_collection_finish(session):
                for item in session.items}
     from tests import lane
     lane.start(session.config._tmp_path_factory.getbasetemp(), modules)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from tests import lane
+    lane.stop()

@@ -154,3 +154,10 @@ def result(name, tmp_folder):
     if name not in _futures:
         _futures[name] = _pool.submit(JOBS[name])
     return _futures[name].result()
+
+
+def stop():
+    """Cancels the jobs that have not started (the running one finishes): at the end of a
+    session that stopped early (-x, Ctrl-C), nobody is waiting for them any more."""
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
