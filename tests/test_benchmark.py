@@ -17,9 +17,7 @@ from tests import lane
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-# The smoke run covers W1 only: W2 and W3 run the same code paths with other shapes, and
-# compiling their steps, fits and GEMMs would triple this file's time on 2 cores.
-WORKLOADS = ("W1",)
+WORKLOADS = lane.BENCHMARK_WORKLOADS  # what the lane's quick run covers
 
 TOP_FIELDS = ("machine", "device", "jax_version", "config", "machine_peak_gflops",
               "workloads", "total_seconds")

@@ -5,7 +5,6 @@ features-first column form and batch-first rows), with mistakes planted on reque
 referee must pass the correct one, and locate and name each planted mistake.
 """
 import json
-import os
 import pathlib
 import re
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 
 import jaxmlp as jm
 from jaxmlp import oracle
+from tests import lane
 
 M = 7  # batch size: not 2 or 3, so m, K and 2 are distinguishable factors
 
@@ -629,11 +629,9 @@ def test_cli_unusable_input(tmp_path, capsys, case, match):
 def test_python_m_subprocess(tmp_path):
     bad = _save(tmp_path / "bad.npz", DEEP, "batch_first", "no_fprime", at=1)
     root = pathlib.Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(root)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmlp", "check", bad, "--activation", "tanh,sigmoid",
          "--output", "identity", "--loss", "mse"],
-        capture_output=True, text=True, timeout=120, cwd=root, env=env)
+        capture_output=True, text=True, timeout=120, cwd=root, env=lane.env())
     assert proc.returncode == 1, proc.stderr
     assert "δ of layer 1 is missing the activation derivative f′(z)" in proc.stdout

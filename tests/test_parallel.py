@@ -1,6 +1,5 @@
 """Data-parallel training over 4 forced host devices equals single-device training."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,10 +59,9 @@ def test_mesh_checks_in_process():
 
 
 def test_train_distributed_script_runs_on_forced_host_devices():
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_distributed.py"),
                            "--host-devices", "2", "--epochs", "2", "--rows", "1024",
-                           "--batch-size", "128"], capture_output=True, text=True, env=env,
-                          timeout=300)
+                           "--batch-size", "128"], capture_output=True, text=True,
+                          env=lane.env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es), 2 device(s)" in proc.stdout and "epoch 2: train loss" in proc.stdout
