@@ -507,8 +507,13 @@ def rmsprop(
     return GradientTransformation(init, update)
 
 
-def _adam_direction(b1, b2, eps, eps_root, updates, state, scale=1.0):
+def _adam_direction(b1, b2, eps, eps_root, updates, state, t_count, scale=1.0):
     """scale · m̂ / (√(v̂ + ε_root) + ε) and the new (m, v); shared by adam and adamw.
+
+    `t_count` is t as an int32 scalar: the incremented count, which the caller also
+    stores.  Reading t off the new count rather than recomputing count + 1 leaves the
+    increment the only reader of the old count, so a donated optimizer state is updated
+    in place (XLA otherwise copies the old count first: one more kernel per step).
 
     With c₁ = 1 − β₁ᵗ, c₂ = 1 − β₂ᵗ, the bias corrections move onto scalars:
 
@@ -522,7 +527,7 @@ def _adam_direction(b1, b2, eps, eps_root, updates, state, scale=1.0):
     nu = jax.tree.map(
         lambda g, v: b2 * v + (1.0 - b2) * jnp.square(_like(g, v)), updates, state.nu
     )
-    t = state.count.astype(jnp.result_type(float)) + 1.0
+    t = t_count.astype(jnp.result_type(float))
     c1 = 1.0 - b1**t
     c2 = 1.0 - b2**t
     root_c2 = jnp.sqrt(c2)
@@ -583,8 +588,10 @@ def adam(
 
     def update(updates, state, params=None):
         eta = schedule(state.count)
-        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, scale=-eta)
-        return step, AdamState(_increment(state.count), mu, nu)
+        count = _increment(state.count)
+        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
+                                       scale=-eta)
+        return step, AdamState(count, mu, nu)
 
     return GradientTransformation(init, update)
 
@@ -642,7 +649,9 @@ def adamw(
                 "opt.update(grads, state, params)"
             )
         eta = schedule(state.count)
-        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, scale=-eta)
+        count = _increment(state.count)
+        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
+                                       scale=-eta)
 
         def decayed(path, u, theta):  # −η m̂/(…) − η λ θ
             if not _is_weight(path) or not weight_decay:
@@ -651,7 +660,7 @@ def adamw(
             return u - decay * jnp.asarray(theta).astype(u.dtype)
 
         step = jax.tree_util.tree_map_with_path(decayed, step, params)
-        return step, AdamState(_increment(state.count), mu, nu)
+        return step, AdamState(count, mu, nu)
 
     return GradientTransformation(init, update)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxmlp as jm
-from jaxmlp import optim
+from jaxmlp import optim, train
 from jaxmlp.train import DivergenceError, _permutation, _run_epoch
 
 
@@ -76,6 +76,34 @@ def test_fit_compiles_once(reg, adam):
     before = _run_epoch._cache_size()
     jm.fit(model, params, adam, x + 1.0, y, **kw)  # same shapes, other values
     assert _run_epoch._cache_size() == before
+
+
+@pytest.mark.parametrize("case", ["plain", "callback_stop", "diverged"])
+def test_one_epoch_ahead_changes_no_result(reg, adam, monkeypatch, case):
+    # fit dispatches epoch e + 1 before reading epoch e back when epochs are short
+    # (_AHEAD_S); never (0) and always (inf) must give the same params and history, also
+    # when epoch e stops training (its speculative successor is dropped) or diverges
+    model, params, x, y = reg
+    opt, kw = adam, dict(epochs=8, batch_size=16, key=jax.random.key(3))
+    if case == "callback_stop":
+        kw["callback"] = lambda e, logs: (seen.append(e), e == 3)[1]
+    if case == "diverged":
+        opt, y = optim.sgd(1e6), y * 1e3
+        kw["on_divergence"] = "stop"
+    runs = []
+    for ahead in (0.0, float("inf")):
+        monkeypatch.setattr(train, "_AHEAD_S", ahead)
+        seen = []
+        p, h = jm.fit(model, params, opt, x, y, **kw)
+        assert len(h["epoch_time"]) == h["epochs_run"]
+        runs.append((p, {k: v for k, v in h.items() if k != "epoch_time"}, seen))
+    (p0, h0, s0), (p1, h1, s1) = runs
+    chex.assert_trees_all_equal(p0, p1)  # bitwise
+    assert h0 == h1 and s0 == s1
+    if case == "callback_stop":
+        assert h0["epochs_run"] == 4 and h0["stopped_early"] and s0 == [0, 1, 2, 3]
+    if case == "diverged":
+        assert "diverged" in h0 and 2 <= h0["epochs_run"] < 8  # after epochs ran ahead
 
 
 def test_epoch_permutation_is_a_uniform_permutation():
