@@ -170,6 +170,17 @@ def _paired_ratio(xs, ys):
     return _median([_ratio(a, b) for a, b in zip(xs, ys)])
 
 
+def _paired_ratio_quartiles(xs, ys):
+    """[first, third] quartile of the per-repeat ratios xs[r] / ys[r]: the spread that
+    the median in `_paired_ratio` comes with (a ratio whose quartiles straddle 1 is a
+    tie on this machine)."""
+    rs = sorted(_ratio(a, b) for a, b in zip(xs, ys))
+    if len(rs) < 2:
+        return [rs[0], rs[0]] if rs else [math.nan, math.nan]
+    q1, _, q3 = statistics.quantiles(rs, n=4, method="inclusive")
+    return [float(q1), float(q3)]
+
+
 def _sync(tree):
     return jax.block_until_ready(tree)
 
@@ -322,6 +333,8 @@ class StepBench:
                "manual_s": _median(times["manual"]), "autodiff_s": _median(times["autodiff"]),
                "manual_all_s": times["manual"], "autodiff_all_s": times["autodiff"]}
         out["ratio_manual_over_autodiff"] = _paired_ratio(times["manual"], times["autodiff"])
+        out["ratio_manual_over_autodiff_quartiles"] = _paired_ratio_quartiles(
+            times["manual"], times["autodiff"])
         out["ratio_of_medians_manual_over_autodiff"] = _ratio(out["manual_s"], out["autodiff_s"])
         cm, ca = self.compiled["manual"], self.compiled["autodiff"]
         out["compiled"] = {
@@ -474,6 +487,8 @@ class ThroughputBench:
         t = per_repeat
         out["ratio_fit_manual_over_pure_jax"] = _paired_ratio(t["pure_jax_scan"],
                                                               t["fit_manual"])
+        out["ratio_fit_manual_over_pure_jax_quartiles"] = _paired_ratio_quartiles(
+            t["pure_jax_scan"], t["fit_manual"])
         out["ratio_fit_autodiff_over_pure_jax"] = _paired_ratio(t["pure_jax_scan"],
                                                                 t["fit_autodiff"])
         out["ratio_fit_manual_over_fit_autodiff"] = _paired_ratio(t["fit_autodiff"],
@@ -707,6 +722,10 @@ def _jaxlib_version():
         return None
 
 
+def _quartiles_text(q) -> str:
+    return f"{q[0]:.3f}-{q[1]:.3f}" if q else "-"
+
+
 def format_table(results) -> str:
     lines = []
     env = results
@@ -720,10 +739,10 @@ def format_table(results) -> str:
                  f"{env['machine']['loadavg_start'] or 0:.2f}")
     lines.append("")
     lines.append("(a, b) jitted train step, manual δ vs autodiff (medians of interleaved "
-                 "repeats; ratio: the median of the per-repeat ratios)")
+                 "repeats; ratio: the median of the per-repeat ratios, q1-q3 their quartiles)")
     hdr = (f"{'':4} {'manual ms':>10} {'autodiff ms':>12} {'ratio m/a':>10} "
            f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11} "
-           f"{'kernels m/a':>12}")
+           f"{'kernels m/a':>12} {'m/a q1-q3':>12}")
     lines.append(hdr)
     for wid, r in results["workloads"].items():
         s, c = r["step"], r["step"]["compiled"]
@@ -732,13 +751,14 @@ def format_table(results) -> str:
                      f"{c['manual']['flops'] / 1e6:10.3f} {c['autodiff']['flops'] / 1e6:10.3f} "
                      f"{c['manual']['temp_bytes'] / 1024:11.1f} "
                      f"{c['autodiff']['temp_bytes'] / 1024:11.1f} "
-                     f"{c['manual'].get('kernels', -1):>6d}/{c['autodiff'].get('kernels', -1):<5d}")
+                     f"{c['manual'].get('kernels', -1):>6d}/{c['autodiff'].get('kernels', -1):<5d} "
+                     f"{_quartiles_text(s.get('ratio_manual_over_autodiff_quartiles')):>12}")
     lines.append("")
     lines.append("(c) epoch throughput, samples/s (after warm-up; medians of interleaved "
-                 "repeats; ratios: medians of the per-repeat ratios)")
+                 "repeats; ratios: medians of the per-repeat ratios, q1-q3 their quartiles)")
     lines.append(f"{'':4} {'fit manual':>11} {'fit autodiff':>12} {'py loop':>10} "
                  f"{'pure JAX':>10} {'fit/pure':>9} {'fitA/pure':>9} {'fit m/a':>8} "
-                 f"{'fit/loop':>9}")
+                 f"{'fit/loop':>9} {'fit/pure q1-q3':>14}")
     for wid, r in results["workloads"].items():
         t = r["throughput"]
         lines.append(f"{wid:4} {t['fit_manual_samples_per_s']:11.0f} "
@@ -748,7 +768,8 @@ def format_table(results) -> str:
                      f"{t['ratio_fit_manual_over_pure_jax']:9.3f} "
                      f"{t['ratio_fit_autodiff_over_pure_jax']:9.3f} "
                      f"{t['ratio_fit_manual_over_fit_autodiff']:8.3f} "
-                     f"{t['ratio_fit_manual_over_python_loop']:9.2f}")
+                     f"{t['ratio_fit_manual_over_python_loop']:9.2f} "
+                     f"{_quartiles_text(t.get('ratio_fit_manual_over_pure_jax_quartiles')):>14}")
     lines.append("")
     lines.append("(d) GFLOP/s (6 FLOPs/weight/sample); fractions of the workload's best GEMM "
                  "shape (peak), of its step-GEMM rate, and of the machine peak")

@@ -24,7 +24,8 @@ TOP_FIELDS = ("machine", "device", "jax_version", "config", "machine_peak_gflops
 WORKLOAD_FIELDS = ("name", "sizes", "activation", "output", "loss", "batch_size", "rows",
                    "n_weights", "flops_per_sample", "step", "throughput", "gemm",
                    "achieved_gflops", "fraction_of_gemm_peak", "seconds")
-STEP_FIELDS = ("manual_s", "autodiff_s", "ratio_manual_over_autodiff", "compiled")
+STEP_FIELDS = ("manual_s", "autodiff_s", "ratio_manual_over_autodiff",
+               "ratio_manual_over_autodiff_quartiles", "compiled")
 COMPILED_FIELDS = ("flops", "bytes_accessed", "temp_bytes", "kernels")
 THROUGHPUT_VARIANTS = ("fit_manual", "fit_autodiff", "python_loop", "pure_jax_scan")
 THROUGHPUT_RATIOS = ("ratio_fit_manual_over_pure_jax", "ratio_fit_autodiff_over_pure_jax",
@@ -91,6 +92,9 @@ def test_quick_run_reports_every_field(quick):
             assert v in w["fraction_of_gemm_peak"], (wid, v)
         for r in THROUGHPUT_RATIOS:
             assert r in w["throughput"], (wid, r)
+        for q in (w["step"]["ratio_manual_over_autodiff_quartiles"],
+                  w["throughput"]["ratio_fit_manual_over_pure_jax_quartiles"]):
+            assert len(q) == 2 and q[0] <= q[1], (wid, q)  # [q1, q3]; finite: below
         for field in GEMM_FIELDS:
             assert field in w["gemm"], (wid, field)
         assert all(_finite_positive(s["gflops"]) for s in w["gemm"]["shapes"]), wid
