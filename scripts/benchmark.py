@@ -289,13 +289,16 @@ def compiled_stats(jitted, *args) -> dict:
 
 
 class StepBench:
-    """(a) and (b): `make_train_step` with manual and autodiff gradients."""
+    """(a) and (b): `make_train_step` with manual and autodiff gradients, and an A/A
+    control: a second, separately made manual step timed like the others, whose ratio to
+    the first measures how far apart this machine puts two identical programs."""
 
     GRADS = ("manual", "autodiff")
 
     def __init__(self, su: Setup, mode):
         self.su, self.mode = su, mode
         self.steps = {g: jm.make_train_step(su.model, su.opt, grad=g) for g in self.GRADS}
+        self.steps["manual_again"] = jm.make_train_step(su.model, su.opt, grad="manual")
         self.compiled = {}
 
     def compile_tasks(self):
@@ -321,6 +324,13 @@ class StepBench:
 
         def timed(g):
             def run():
+                # fresh buffers every repeat: a variant kept on the same (donated) buffers
+                # for the whole run kept their placement's luck, and an A/A pair of one
+                # program measured up to 9 % apart (0.91-0.98 in three W1 runs; with
+                # fresh buffers 0.97-1.02)
+                state[g] = None
+                state[g] = list(su.fresh())
+                _sync(once(g))
                 t0 = time.perf_counter()
                 for _ in range(n):
                     loss = once(g)
@@ -336,6 +346,11 @@ class StepBench:
         out["ratio_manual_over_autodiff_quartiles"] = _paired_ratio_quartiles(
             times["manual"], times["autodiff"])
         out["ratio_of_medians_manual_over_autodiff"] = _ratio(out["manual_s"], out["autodiff_s"])
+        out["manual_again_s"] = _median(times["manual_again"])
+        out["ratio_control_manual_over_manual_again"] = _paired_ratio(times["manual"],
+                                                                      times["manual_again"])
+        out["ratio_control_manual_over_manual_again_quartiles"] = _paired_ratio_quartiles(
+            times["manual"], times["manual_again"])
         cm, ca = self.compiled["manual"], self.compiled["autodiff"]
         out["compiled"] = {
             "manual": cm, "autodiff": ca,
@@ -739,10 +754,11 @@ def format_table(results) -> str:
                  f"{env['machine']['loadavg_start'] or 0:.2f}")
     lines.append("")
     lines.append("(a, b) jitted train step, manual δ vs autodiff (medians of interleaved "
-                 "repeats; ratio: the median of the per-repeat ratios, q1-q3 their quartiles)")
+                 "repeats; ratio: the median of the per-repeat ratios, q1-q3 their quartiles;\n"
+                 "A/A: the manual step against a second copy of itself, the noise floor)")
     hdr = (f"{'':4} {'manual ms':>10} {'autodiff ms':>12} {'ratio m/a':>10} "
            f"{'MFLOP m':>10} {'MFLOP a':>10} {'temp KiB m':>11} {'temp KiB a':>11} "
-           f"{'kernels m/a':>12} {'m/a q1-q3':>12}")
+           f"{'kernels m/a':>12} {'m/a q1-q3':>12} {'A/A':>6} {'A/A q1-q3':>12}")
     lines.append(hdr)
     for wid, r in results["workloads"].items():
         s, c = r["step"], r["step"]["compiled"]
@@ -752,7 +768,9 @@ def format_table(results) -> str:
                      f"{c['manual']['temp_bytes'] / 1024:11.1f} "
                      f"{c['autodiff']['temp_bytes'] / 1024:11.1f} "
                      f"{c['manual'].get('kernels', -1):>6d}/{c['autodiff'].get('kernels', -1):<5d} "
-                     f"{_quartiles_text(s.get('ratio_manual_over_autodiff_quartiles')):>12}")
+                     f"{_quartiles_text(s.get('ratio_manual_over_autodiff_quartiles')):>12} "
+                     f"{s.get('ratio_control_manual_over_manual_again', math.nan):6.3f} "
+                     f"{_quartiles_text(s.get('ratio_control_manual_over_manual_again_quartiles')):>12}")
     lines.append("")
     lines.append("(c) epoch throughput, samples/s (after warm-up; medians of interleaved "
                  "repeats; ratios: medians of the per-repeat ratios, q1-q3 their quartiles)")

@@ -25,7 +25,9 @@ WORKLOAD_FIELDS = ("name", "sizes", "activation", "output", "loss", "batch_size"
                    "n_weights", "flops_per_sample", "step", "throughput", "gemm",
                    "achieved_gflops", "fraction_of_gemm_peak", "seconds")
 STEP_FIELDS = ("manual_s", "autodiff_s", "ratio_manual_over_autodiff",
-               "ratio_manual_over_autodiff_quartiles", "compiled")
+               "ratio_manual_over_autodiff_quartiles", "manual_again_s",
+               "ratio_control_manual_over_manual_again",
+               "ratio_control_manual_over_manual_again_quartiles", "compiled")
 COMPILED_FIELDS = ("flops", "bytes_accessed", "temp_bytes", "kernels")
 THROUGHPUT_VARIANTS = ("fit_manual", "fit_autodiff", "python_loop", "pure_jax_scan")
 THROUGHPUT_RATIOS = ("ratio_fit_manual_over_pure_jax", "ratio_fit_autodiff_over_pure_jax",
@@ -93,6 +95,7 @@ def test_quick_run_reports_every_field(quick):
         for r in THROUGHPUT_RATIOS:
             assert r in w["throughput"], (wid, r)
         for q in (w["step"]["ratio_manual_over_autodiff_quartiles"],
+                  w["step"]["ratio_control_manual_over_manual_again_quartiles"],
                   w["throughput"]["ratio_fit_manual_over_pure_jax_quartiles"]):
             assert len(q) == 2 and q[0] <= q[1], (wid, q)  # [q1, q3]; finite: below
         for field in GEMM_FIELDS:
