@@ -273,7 +273,7 @@ def _prepare_data(model, x, y, dtype, name):
     return jnp.asarray(x, dtype), y
 
 
-_AHEAD_S = 0.05  # epochs shorter than this run one ahead (see fit); a stop wastes ≤ one
+_AHEAD_S = 0.05  # seconds: after an epoch this short, fit runs one epoch ahead (see there)
 
 
 def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
