@@ -36,6 +36,9 @@ params pytree.
 """
 from __future__ import annotations
 
+import collections
+import functools
+import inspect
 import math
 import numbers
 from typing import Any, Callable, NamedTuple
@@ -190,6 +193,49 @@ def _steps(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+_SHARED_MAX = 256  # distinct argument sets remembered per constructor
+
+
+def _shared(constructor):
+    """Makes `constructor` return one object per distinct set of arguments (defaults
+    filled in).
+
+    `fit` and `make_train_step` take the optimizer as a static argument of `jax.jit`, and
+    a GradientTransformation compares by the identity of its two functions: without this,
+    ``fit(..., adam(1e-3), ...)`` called twice compiled its epoch twice (seconds on a CPU).
+    Arguments are keyed by type and value (so ``nesterov=1`` is still refused after
+    ``nesterov=True`` was accepted); a call with an unhashable argument (an array, a
+    tracer) builds a new object, as does a call after the ``_SHARED_MAX`` most recent
+    argument sets have pushed its entry out.  Sharing is safe: the objects are immutable
+    pairs of pure functions.
+    """
+    cache = collections.OrderedDict()
+    signature = inspect.signature(constructor)
+
+    @functools.wraps(constructor)
+    def make(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:  # let the constructor itself refuse the call
+            return constructor(*args, **kwargs)
+        bound.apply_defaults()  # adam(1e-3) and adam(learning_rate=1e-3, b1=0.9) are one
+        key = tuple((k, type(v), v) for k, v in bound.arguments.items())
+        try:
+            made = cache.get(key)
+        except TypeError:  # unhashable: nothing to share
+            return constructor(*args, **kwargs)
+        if made is None:
+            made = constructor(*args, **kwargs)  # validates: an error is not remembered
+            cache[key] = made
+            if len(cache) > _SHARED_MAX:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return made
+
+    return make
+
+
 def _learning_rate(learning_rate: Any) -> Schedule:
     """Turns ``learning_rate`` into a schedule, validating a number (> 0, finite).
 
@@ -232,6 +278,7 @@ def _as_float(count: jax.Array) -> jax.Array:
     return jnp.asarray(count).astype(jnp.result_type(float))
 
 
+@_shared
 def constant_schedule(value: float) -> Schedule:
     """η(count) = value.
 
@@ -248,6 +295,7 @@ def constant_schedule(value: float) -> Schedule:
     return schedule
 
 
+@_shared
 def exponential_decay(
     init_value: float, decay_rate: float, transition_steps: int, staircase: bool = False
 ) -> Schedule:
@@ -276,6 +324,7 @@ def exponential_decay(
     return schedule
 
 
+@_shared
 def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     """η(count) = init_value · ((1 − α)·½(1 + cos(π·min(count, decay_steps)/decay_steps)) + α).
 
@@ -301,6 +350,7 @@ def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Sch
     return schedule
 
 
+@_shared
 def warmup_cosine_decay(
     init_value: float,
     peak_value: float,
@@ -381,6 +431,7 @@ def _like(g: jax.Array, ref: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
+@_shared
 def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -426,6 +477,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> Gradien
     return GradientTransformation(init, update)
 
 
+@_shared
 def rmsprop(
     learning_rate,
     decay: float = 0.9,
@@ -542,6 +594,7 @@ def _adam_direction(b1, b2, eps, eps_root, updates, state, t_count, scale=1.0):
     return jax.tree.map(direction, mu, nu), mu, nu
 
 
+@_shared
 def adam(
     learning_rate,
     b1: float = 0.9,
@@ -601,6 +654,7 @@ def _is_weight(path) -> bool:
     return bool(path) and getattr(path[-1], "key", None) == "W"
 
 
+@_shared
 def adamw(
     learning_rate,
     b1: float = 0.9,
@@ -665,6 +719,7 @@ def adamw(
     return GradientTransformation(init, update)
 
 
+@_shared
 def adagrad(
     learning_rate, initial_accumulator_value: float = 0.1, eps: float = 1e-7
 ) -> GradientTransformation:
@@ -722,6 +777,7 @@ def global_norm(tree: PyTree) -> jax.Array:
     return jnp.sqrt(squares)
 
 
+@_shared
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Rescales the whole update tree so its global norm is at most τ = ``max_norm``::
 
@@ -749,6 +805,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+@_shared
 def identity() -> GradientTransformation:
     """Passes updates through unchanged (state :class:`EmptyState`)."""
 
@@ -761,6 +818,7 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+@_shared
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Composes transformations left to right: the first one sees the raw gradients.
 

@@ -464,6 +464,33 @@ def test_optimizers_are_hashable_and_usable_as_static_arguments():
     chex.assert_trees_all_equal_structs(updates, params)
 
 
+def test_equal_arguments_give_one_optimizer_so_jit_compiles_once():
+    # jit keys a static optimizer on the identity of its functions: the constructors hand
+    # back one object per argument set (defaults filled in), so fit/make_train_step with
+    # a fresh adam(1e-3) reuse the program compiled for the last one
+    assert optim.adam(1e-3) is optim.adam(learning_rate=1e-3, b1=0.9)
+    assert optim.adam(1e-3) is not optim.adam(1e-3, b1=0.8)
+    assert optim.adam(1e-3) is not optim.adamw(1e-3)
+    sched = optim.cosine_decay(0.1, 100)
+    assert sched is optim.cosine_decay(0.1, decay_steps=100, alpha=0.0)
+    assert optim.sgd(sched) is optim.sgd(sched)
+    assert (optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
+            is optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)))
+    assert optim.sgd(1) is not optim.sgd(1.0)  # keyed by type too: see the next lines
+    assert optim.sgd(0.1, nesterov=True) is optim.sgd(0.1, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov"):  # 1 == True, yet still refused
+        optim.sgd(0.1, nesterov=1)
+    lr = jnp.asarray(1e-3)  # unhashable: a new object each time, never a stale one
+    assert optim.adam(lr) is not optim.adam(lr)
+
+    step = jax.jit(lambda o, g, s: o.update(g, s), static_argnums=0)
+    params = jax.tree.map(jnp.asarray, PARAMS0)
+    for _ in range(2):
+        opt = optim.chain(optim.clip_by_global_norm(2.0), optim.adam(1e-3))
+        step(opt, GRADS[0], opt.init(params))
+    assert step._cache_size() == 1
+
+
 # --------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------
