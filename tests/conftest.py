@@ -53,11 +53,22 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def _module(item):
+    return getattr(getattr(item, "module", None), "__name__", "").rpartition(".")[2]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The test files that wait on the lane's jobs run last (in their own order), so
+    the lane has all of the other files' time to finish: in alphabetical order
+    test_resume waited for it, and then test_scripts and test_train ran after."""
+    from tests import lane
+    items.sort(key=lambda item: _module(item) in lane.NEEDS)  # stable: order otherwise kept
+
+
 def pytest_collection_finish(session):
     """Start the background lane (tests/lane.py) with the subprocess jobs of the selected
     test files, so they run on the second core while the other test files run here."""
-    modules = {getattr(getattr(item, "module", None), "__name__", "").rpartition(".")[2]
-               for item in session.items}
+    modules = {_module(item) for item in session.items}
     from tests import lane
     lane.start(session.config._tmp_path_factory.getbasetemp(), modules)
 
