@@ -41,6 +41,7 @@ import functools
 import inspect
 import math
 import numbers
+import threading
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -210,6 +211,7 @@ def _shared(constructor):
     pairs of pure functions.
     """
     cache = collections.OrderedDict()
+    lock = threading.Lock()
     signature = inspect.signature(constructor)
 
     @functools.wraps(constructor)
@@ -221,16 +223,19 @@ def _shared(constructor):
         bound.apply_defaults()  # adam(1e-3) and adam(learning_rate=1e-3, b1=0.9) are one
         key = tuple((k, type(v), v) for k, v in bound.arguments.items())
         try:
-            made = cache.get(key)
+            hash(key)
         except TypeError:  # unhashable: nothing to share
             return constructor(*args, **kwargs)
-        if made is None:
-            made = constructor(*args, **kwargs)  # validates: an error is not remembered
-            cache[key] = made
+        with lock:
+            made = cache.get(key)
+            if made is not None:
+                cache.move_to_end(key)
+                return made
+        made = constructor(*args, **kwargs)  # validates: an error is not remembered
+        with lock:
+            made = cache.setdefault(key, made)  # another thread may have been first
             if len(cache) > _SHARED_MAX:
                 cache.popitem(last=False)
-        else:
-            cache.move_to_end(key)
         return made
 
     return make
