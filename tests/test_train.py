@@ -106,6 +106,21 @@ def test_one_epoch_ahead_changes_no_result(reg, adam, monkeypatch, case):
         assert "diverged" in h0 and 2 <= h0["epochs_run"] < 8  # after epochs ran ahead
 
 
+def test_matmul_precision_is_the_callers(reg):
+    # jaxmlp sets no precision on its dots: jax.default_matmul_precision (the GPU/TPU
+    # switch between TF32/bf16 passes and true float32) reaches every one of them
+    model, params, x, y = reg
+    opt = optim.sgd(0.1)
+    step = jm.make_train_step(model, opt)
+    args = (params, opt.init(params), x[:16], y[:16])
+    plain = step.lower(*args).as_text()
+    with jax.default_matmul_precision("highest"):
+        highest = step.lower(*args).as_text()
+    n_dots = highest.count("stablehlo.dot_general")
+    assert n_dots == 8 and "HIGHEST" not in plain  # forward 3, backward dW 3 and δ 2
+    assert highest.count("HIGHEST") == 2 * n_dots  # both operands of every dot
+
+
 def test_epoch_permutation_is_a_uniform_permutation():
     # fit's shuffle packs the index into the sort key's low bits (one single-key sort a
     # round): every n gives a permutation, and all 24 orders of 4 items come out equally
