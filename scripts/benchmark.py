@@ -174,7 +174,7 @@ def _paired_ratio_quartiles(xs, ys):
     """[first, third] quartile of the per-repeat ratios xs[r] / ys[r]: the spread that
     the median in `_paired_ratio` comes with (a ratio whose quartiles straddle 1 is a
     tie on this machine)."""
-    rs = sorted(_ratio(a, b) for a, b in zip(xs, ys))
+    rs = [_ratio(a, b) for a, b in zip(xs, ys)]
     if len(rs) < 2:
         return [rs[0], rs[0]] if rs else [math.nan, math.nan]
     q1, _, q3 = statistics.quantiles(rs, n=4, method="inclusive")
