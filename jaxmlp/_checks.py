@@ -19,17 +19,33 @@ def is_concrete(x) -> bool:
 
 
 def as_array(x, name: str):
-    """Turns array-likes into arrays; TypeError naming `name` for anything else."""
+    """Turns array-likes into arrays; TypeError naming `name` for anything else.
+
+    Lists, tuples and numbers become NumPy arrays (not JAX ones), so their values keep
+    their own dtype until they are checked: `jnp.asarray([2**32])` overflows (int32
+    without x64) before a label check could see the value.  Complex arrays are refused,
+    since every later cast to a float dtype would drop the imaginary part."""
     if isinstance(x, (jax.Array, np.ndarray)):
-        return x
-    if isinstance(x, (list, tuple, numbers.Number)):
+        out = x
+    elif isinstance(x, (list, tuple, numbers.Number)):
         try:
-            return jnp.asarray(x)
-        except (TypeError, ValueError) as e:
+            out = np.asarray(x)
+        except (TypeError, ValueError, OverflowError) as e:
             raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
-    if hasattr(x, "__array__") or hasattr(x, "__jax_array__"):
-        return jnp.asarray(x)
-    raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+        if out.dtype == object:
+            raise TypeError(f"{name} must be a numeric array, got {type(x).__name__} "
+                            f"of mixed or non-numeric entries")
+    elif hasattr(x, "__jax_array__"):
+        out = jnp.asarray(x)
+    elif hasattr(x, "__array__"):
+        out = np.asarray(x)
+    else:
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{name} must be a real array, got dtype {out.dtype}: complex values are refused "
+            f"(a cast to float would silently drop the imaginary part)")
+    return out
 
 
 def check_finite(x, name: str) -> None:
@@ -39,6 +55,39 @@ def check_finite(x, name: str) -> None:
             finite = bool(jnp.isfinite(x).all())
         if not finite:
             raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def nonfinite(a) -> str | None:
+    """"NaN" or "Inf" when concrete float array `a` holds one (NaN first), else None.
+
+    CPU arrays are read through NumPy (no compile per shape); arrays elsewhere reduce on
+    their device and send back two booleans.  Tracers, non-float and not fully addressable
+    (multi-process) arrays are not checked."""
+    if not is_concrete(a) or not jnp.issubdtype(a.dtype, jnp.inexact):
+        return None
+    if isinstance(a, jax.Array):
+        if not a.is_fully_addressable:
+            return None
+        if any(d.platform != "cpu" for d in a.devices()):
+            with jax.ensure_compile_time_eval():
+                has_nan, has_inf = jax.device_get((jnp.isnan(a).any(), jnp.isinf(a).any()))
+            return "NaN" if has_nan else "Inf" if has_inf else None
+    v = np.asarray(a)
+    if np.isfinite(v).all():
+        return None
+    return "NaN" if np.isnan(v).any() else "Inf"
+
+
+def check_finite_leaves(named_leaves, hint: str = "") -> None:
+    """ValueError "NAME contains NaN" for the first of (name, array) pairs that holds a
+    NaN (or Inf); `hint` is appended to the message."""
+    for name, a in named_leaves:
+        bad = nonfinite(a)
+        if bad is not None:
+            v = np.asarray(a)
+            count = int(np.count_nonzero(~np.isfinite(v)))
+            raise ValueError(f"{name} contains {bad} ({count} of {v.size} entries are not "
+                             f"finite){hint}")
 
 
 def positive_int(value, name: str) -> int:

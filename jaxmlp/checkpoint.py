@@ -39,6 +39,17 @@ Guarantees:
   mismatch.  Loaded arrays are jax arrays with the saved dtypes (int32 counts stay
   int32); float64 arrays need ``jax_enable_x64``, and ``load`` says so rather than
   silently rounding them.
+- **Bounded read.**  ``load`` opens only a regular file (a directory, a FIFO, a device such
+  as ``/dev/zero`` or a socket, also behind a symlink, is refused before it is opened for
+  reading) and reads the zip from the file, never the whole file at once.  Before a member
+  is decompressed, its declared uncompressed size is compared with what the manifest
+  allows: an array member must hold exactly its .npy header (at most 64 KiB) plus
+  ``itemsize × prod(shape)`` bytes of the manifest's dtype and shape, ``meta.json`` at
+  most 64 MiB, ``checksum.sha256`` at most 4 KiB.  Only stored and deflated members are
+  read, a member whose sizes are impossible (more compressed bytes than the file has, a
+  stored member whose two sizes differ, more than deflate's 1032:1 expansion) is
+  refused, every read is bounded by the declared size, and members outside the manifest
+  are never read.  So memory stays within what the manifest declares, however the zip lies.
 
 Resuming a run::
 
@@ -74,6 +85,7 @@ import os
 import re
 from pathlib import Path
 import secrets
+import stat
 import zipfile
 from typing import Any, NamedTuple, Optional
 from urllib.parse import quote
@@ -385,43 +397,33 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
 
     Raises:
       FileNotFoundError: no file at `path`.
-      CheckpointError: a truncated or corrupted file (not a readable zip, a member
-        missing or with the wrong dtype or shape, a checksum mismatch), a pickled member,
-        another format or format version, float64 arrays without ``jax_enable_x64``, or
-        a `model` that differs from the saved one or does not fit the params.
+      CheckpointError: `path` is not a regular file (a directory, a FIFO, a device such as
+        ``/dev/zero``, a socket: refused before it is opened for reading); a truncated or
+        corrupted file (not a readable zip, a member missing, with the wrong dtype or
+        shape, or declaring another uncompressed size than the manifest's dtype × shape
+        plus a .npy header of at most 64 KiB, a ``meta.json`` over 64 MiB, a checksum
+        mismatch), a pickled member, another format or format version, float64 arrays
+        without ``jax_enable_x64``, or a `model` that differs from the saved one or does
+        not fit the params.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}")
     if model is not None and not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP or None, got {type(model).__name__}")
-    with open(path, "rb") as f:
-        blob = f.read()
     try:
-        zf = zipfile.ZipFile(io.BytesIO(blob))
-    except Exception as e:  # zipfile raises many kinds on a damaged archive
-        raise CheckpointError(
-            f"checkpoint {path!r} is truncated or corrupted: not a readable zip archive "
-            f"({e})") from e
-    with zf:
-        names = set(zf.namelist())
-        if META not in names:
-            for name in sorted(names):   # a pickled member is the worse news; say so first
-                if name.endswith(".npy"):
-                    _read_array(zf, name, path)
+        f = _open_regular(path, f"checkpoint {path!r}", CheckpointError)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path!r}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            zf = zipfile.ZipFile(f)
+        except Exception as e:  # zipfile raises many kinds on a damaged archive
             raise CheckpointError(
-                f"{path!r} is not a jaxmlp checkpoint: it has no {META} member "
-                f"(members: {sorted(names)[:8]})")
-        meta_bytes = _read_member(zf, META, path)
-        meta = _parse_meta(meta_bytes, path)
-        manifest = meta["arrays"]
-        raw = {}
-        for entry in manifest:
-            raw[entry["name"]] = _read_entry(zf, entry, names, path)
-        if CHECKSUM not in names:
-            raise CheckpointError(
-                f"checkpoint {path!r} is truncated or corrupted: no {CHECKSUM} member")
-        stored = _read_member(zf, CHECKSUM, path).decode("ascii", "replace").strip()
+                f"checkpoint {path!r} is truncated or corrupted: not a readable zip archive "
+                f"({e})") from e
+        with zf:
+            meta, meta_bytes, raw, stored = _read_checkpoint(zf, size, path)
+    manifest = meta["arrays"]
     actual = _digest(meta_bytes, (raw[e["name"]] for e in manifest))
     if stored != actual:
         raise CheckpointError(
@@ -451,32 +453,252 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
                       meta["step"], key, meta["extra"], trees["aux"])
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
-    try:
-        return zf.read(name)
-    except Exception as e:  # BadZipFile, CRC mismatch, NotImplementedError for odd flags…
+def _read_checkpoint(zf: zipfile.ZipFile, size: int, path: str):
+    """(meta, meta.json's bytes, {name: array} in manifest order, the stored checksum),
+    reading only the members the manifest names, each within its declared size."""
+    # a name that appears twice means its last entry, as zipfile.getinfo picks
+    infos = {info.filename: info for info in zf.infolist()}
+    if META not in infos:
+        for name in sorted(infos):   # a pickled member is the worse news; say so first
+            if name.endswith(".npy"):
+                _peek_array(zf, infos[name], size, path)
         raise CheckpointError(
-            f"checkpoint {path!r} is truncated or corrupted: cannot read member {name!r} "
-            f"({e})") from e
+            f"{path!r} is not a jaxmlp checkpoint: it has no {META} member "
+            f"(members: {sorted(infos)[:8]})")
+    meta_bytes = _read_member(zf, infos[META], size, _META_MAX, path)
+    meta = _parse_meta(meta_bytes, path)
+    checked = [_check_entry(entry, infos, size, path) for entry in meta["arrays"]]
+    if CHECKSUM not in infos:
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or corrupted: no {CHECKSUM} member")
+    stored = _read_member(zf, infos[CHECKSUM], size, _CHECKSUM_MAX, path)
+    raw = {entry["name"]: _read_entry(zf, entry, info, dtype, path)   # all sizes checked
+           for entry, (info, dtype) in zip(meta["arrays"], checked)}
+    return meta, meta_bytes, raw, stored.decode("ascii", "replace").strip()
 
 
-def _read_array(zf: zipfile.ZipFile, member: str, path: str) -> np.ndarray:
-    data = _read_member(zf, member, path)
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, limit: int,
+                 path: str) -> bytes:
+    """A small member's bytes, refused before reading if it declares more than `limit`."""
+    if info.file_size > limit:
+        raise _corrupt(path, f"member {info.filename!r} declares {info.file_size} bytes "
+                             f"uncompressed, more than the {_mib(limit)} a checkpoint's "
+                             f"{info.filename} may hold")
+    _check_sizes(info, size, path)
     try:
-        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise CheckpointError(
-                f"{path!r} member {member!r} holds a pickled object array; jaxmlp "
-                f"checkpoints never contain pickles and loading one could run arbitrary "
-                f"code, so it is refused (allow_pickle=False)") from e
+        with zf.open(info) as m:
+            data = m.read(limit + 1)
+    except Exception as e:  # BadZipFile, CRC mismatch, EOFError, a password needed…
         raise CheckpointError(
-            f"checkpoint {path!r} is truncated or corrupted: member {member!r} is not a "
-            f"valid .npy array ({e})") from e
+            f"checkpoint {path!r} is truncated or corrupted: cannot read member "
+            f"{info.filename!r} ({type(e).__name__}: {e})") from e
+    if len(data) != info.file_size:
+        raise _corrupt(path, f"member {info.filename!r} holds {len(data)} bytes, its zip "
+                             f"entry declares {info.file_size}")
+    return data
+
+
+def _pickle_refused(path: str, member: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path!r} member {member!r} holds a pickled object array; jaxmlp "
+        f"checkpoints never contain pickles and loading one could run arbitrary "
+        f"code, so it is refused (allow_pickle=False)")
+
+
+def _not_npy(path: str, member: str, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path!r} is truncated or corrupted: member {member!r} is not a "
+        f"valid .npy array ({type(e).__name__}: {e})")
+
+
+def _peek_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, path: str) -> None:
+    """Refuses a member holding a pickled object array, reading only its .npy header."""
+    _check_sizes(info, size, path)
+    try:
+        with zf.open(info) as m:
+            _npy_header(m, info)
+    except _Pickled:
+        raise _pickle_refused(path, info.filename) from None
     except Exception as e:
+        raise _not_npy(path, info.filename, e) from e
+
+
+def _check_entry(entry: dict, infos: dict, size: int, path: str):
+    """(ZipInfo, stored dtype) of a manifest entry's member, refused unless it declares
+    exactly the manifest's dtype × shape plus a .npy header; nothing is read."""
+    member = entry["name"] + ".npy"
+    info = infos.get(member)
+    if info is None:
         raise CheckpointError(
-            f"checkpoint {path!r} is truncated or corrupted: member {member!r} is not a "
-            f"valid .npy array ({e})") from e
+            f"checkpoint {path!r} is truncated or corrupted: array member {member!r} "
+            f"is missing")
+    dtype = _dtype(entry["dtype"], path)
+    stored = _dtype(entry["stored_as"], path) if "stored_as" in entry else dtype
+    if stored.itemsize != dtype.itemsize:
+        raise _corrupt(path, f"member {member!r}: {stored.name} cannot hold {dtype.name}")
+    shape = tuple(entry["shape"])
+    nbytes = stored.itemsize * math.prod(shape)
+    if not nbytes + _NPY_HEADER_MIN <= info.file_size <= nbytes + _NPY_HEADER_MAX:
+        raise _corrupt(
+            path, f"member {member!r} declares {info.file_size} bytes uncompressed, but the "
+                  f"manifest's {stored.name} {shape} is {nbytes} bytes plus a .npy header "
+                  f"of {_NPY_HEADER_MIN} to {_NPY_HEADER_MAX} bytes; nothing is read")
+    _check_sizes(info, size, path)
+    return info, stored
+
+
+def _read_entry(zf: zipfile.ZipFile, entry: dict, info: zipfile.ZipInfo, stored: np.dtype,
+                path: str) -> np.ndarray:
+    """The manifest entry's array (its member checked by `_check_entry`), little-endian,
+    C order, read within the declared size."""
+    member, shape = info.filename, tuple(entry["shape"])
+    try:
+        with zf.open(info) as m:
+            try:
+                got, got_shape, fortran, offset = _npy_header(m, info)
+            except _Pickled:
+                raise _pickle_refused(path, member) from None
+            except (ValueError, EOFError, OSError, SyntaxError) as e:
+                raise _not_npy(path, member, e) from e
+            if got.name != stored.name or got_shape != shape:
+                raise _corrupt(
+                    path, f"member {member!r} has dtype {got} and shape {got_shape}, the "
+                          f"manifest says {stored.name} and {shape}")
+            try:
+                arr = _npy_data(m, info, got, got_shape, fortran, offset)
+            except ValueError as e:
+                raise _corrupt(path, f"member {member!r}: {e}") from e
+    except CheckpointError:
+        raise
+    except Exception as e:  # BadZipFile, CRC mismatch, EOFError, a password needed…
+        raise CheckpointError(
+            f"checkpoint {path!r} is truncated or corrupted: cannot read member {member!r} "
+            f"({type(e).__name__}: {e})") from e
+    return np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")
+
+
+# ------------------------------------------------------------------ bounded reading
+# Shared with `jaxmlp check` (jaxmlp.oracle): the file and zip members are untrusted, so
+# nothing is opened that is not a regular file, and no member is decompressed beyond a
+# size checked first.
+
+_META_MAX = 64 * 2**20       # meta.json, uncompressed (fit's history: ~75 bytes an epoch)
+_CHECKSUM_MAX = 4 * 2**10    # checksum.sha256: 64 hex digits
+_NPY_HEADER_MIN = 10         # .npy: magic (6) + version (2) + header length (2 or 4) + dict
+_NPY_HEADER_MAX = 64 * 2**10  # numpy writes ≤ a few hundred bytes, and refuses a dict > 10 000
+_DEFLATE_MAX_RATIO = 1032     # deflate never expands more than 1032:1 (zlib's tech notes)
+_READ_CHUNK = 16 * 2**20
+
+
+class _Pickled(ValueError):
+    """A .npy header with an object dtype: its data is a pickle."""
+
+
+def _mib(n: int) -> str:
+    return f"{n // 2**20} MiB" if n >= 2**20 else f"{n // 2**10} KiB"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: str, what: str, error: type):
+    """`path` opened for binary reading, if it is a regular file (symlinks followed).
+
+    Anything else (a directory, a FIFO, /dev/zero, a socket) raises ``error(f"{what} is a
+    FIFO (named pipe), not a regular file")`` without being opened: ``os.stat`` looks first,
+    and a FIFO swapped in after that is opened non-blocking and caught by ``os.fstat``.
+    FileNotFoundError (and other OSErrors) propagate.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what} is {_file_kind(st.st_mode)}, not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} is {_file_kind(st.st_mode)}, not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _sizes_problem(info: zipfile.ZipInfo, size: int) -> Optional[str]:
+    """Why `info`'s declared sizes cannot be those of a real member of a `size`-byte file."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return (f"uses zip compression method {info.compress_type}; only stored (0) and "
+                f"deflated (8) members are read")
+    if info.compress_size > size:
+        return f"declares {info.compress_size} compressed bytes in a {size}-byte file"
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        return (f"is stored uncompressed but declares {info.file_size} bytes for "
+                f"{info.compress_size} bytes in the file")
+    if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + _NPY_HEADER_MAX:  # + slack
+        return (f"declares {info.file_size} bytes uncompressed from {info.compress_size} "
+                f"deflated bytes, more than deflate can expand")
+    return None
+
+
+def _check_sizes(info: zipfile.ZipInfo, size: int, path: str) -> None:
+    why = _sizes_problem(info, size)
+    if why is not None:
+        raise _corrupt(path, f"member {info.filename!r} {why}")
+
+
+def _npy_header(m, info: zipfile.ZipInfo):
+    """(dtype, shape, fortran_order, header size in bytes) of the .npy member open as `m`,
+    reading at most _NPY_HEADER_MAX bytes; raises _Pickled for an object dtype and
+    ValueError for anything that is not a .npy header."""
+    head = m.read(8)
+    version = np.lib.format.read_magic(io.BytesIO(head))
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"unknown .npy format version {version}")
+    width = 2 if version == (1, 0) else 4
+    length_field = m.read(width)
+    if len(length_field) != width:
+        raise ValueError("the .npy header is cut off")
+    length = int.from_bytes(length_field, "little")
+    offset = 8 + width + length
+    if offset > min(info.file_size, _NPY_HEADER_MAX):
+        raise ValueError(f"the .npy header declares {length} bytes (at most "
+                         f"{_NPY_HEADER_MAX - 8 - width} are read)")
+    header = m.read(length)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)  # 3.0 differs in encoding only
+    shape, fortran, dtype = read_header(io.BytesIO(length_field + header))
+    if dtype.hasobject:
+        raise _Pickled(f"dtype {dtype} holds Python objects")
+    return dtype, tuple(shape), fortran, offset
+
+
+def _npy_data(m, info: zipfile.ZipInfo, dtype: np.dtype, shape: tuple, fortran: bool,
+              offset: int) -> np.ndarray:
+    """The array after a header of `offset` bytes: exactly the bytes its dtype and shape
+    need, which must be what `info` declares; read in chunks, never past the end."""
+    count = math.prod(shape)
+    nbytes = dtype.itemsize * count
+    if offset + nbytes != info.file_size:
+        raise ValueError(f"its .npy header says {dtype} {shape}, {offset + nbytes} bytes with "
+                         f"the header, but the zip entry declares {info.file_size}")
+    if nbytes == 0:
+        return np.zeros(shape, dtype)
+    buf = bytearray(nbytes)
+    view = memoryview(buf)
+    filled = 0
+    while filled < nbytes:
+        chunk = m.read(min(nbytes - filled, _READ_CHUNK))
+        if not chunk:
+            raise ValueError(f"it ends after {filled} of its {nbytes} data bytes")
+        view[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
 def _corrupt(path: str, why: str) -> CheckpointError:
@@ -538,24 +760,6 @@ def _dtype(name: str, path: str) -> np.dtype:
 _EXTENDED_DTYPES = tuple(n for n in ("bfloat16", "float8_e4m3fn", "float8_e5m2",
                                      "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e4m3b11fnuz",
                                      "int4", "uint4") if hasattr(jnp, n))
-
-
-def _read_entry(zf: zipfile.ZipFile, entry: dict, names: set, path: str) -> np.ndarray:
-    member = entry["name"] + ".npy"
-    if member not in names:
-        raise CheckpointError(
-            f"checkpoint {path!r} is truncated or corrupted: array member {member!r} "
-            f"is missing")
-    arr = _read_array(zf, member, path)
-    dtype = _dtype(entry["dtype"], path)
-    stored = _dtype(entry["stored_as"], path) if "stored_as" in entry else dtype
-    if arr.dtype.name != stored.name or list(arr.shape) != entry["shape"]:
-        raise _corrupt(
-            path, f"member {member!r} has dtype {arr.dtype} and shape {arr.shape}, the "
-                  f"manifest says {stored.name} and {tuple(entry['shape'])}")
-    if stored.itemsize != dtype.itemsize:
-        raise _corrupt(path, f"member {member!r}: {stored.name} cannot hold {dtype.name}")
-    return np.asarray(arr, dtype=arr.dtype.newbyteorder("<"), order="C")
 
 
 def _to_jax(arr: np.ndarray, entry: dict, path: str) -> jax.Array:

@@ -21,7 +21,9 @@ Penalties act on weights W only: `l2` adds (l2/2)·Σ‖W‖² (gradient l2·W),
 l1·Σ|W| (gradient l1·sign W, 0 at W = 0).
 
 Targets: y is (N, K); a 1-D y of shape (N,) is accepted when K == 1; for cce, integer
-class labels of shape (N,) are accepted and one-hot encoded.
+class labels of shape (N,) are accepted and one-hot encoded, and (N, K) targets must be
+one-hot or probability rows (entries ≥ 0 summing to 1; checked when y is concrete).
+Complex x or y are refused.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmlp import activations as _act
 from jaxmlp._checks import as_array, check_finite, is_concrete
@@ -126,12 +129,17 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
                 f"for loss='cce', a 1-D {name} must hold integer class labels in [0, {K}), "
                 f"got dtype {y.dtype}; pass one-hot targets of shape ({n}, {K}) otherwise")
         if is_concrete(y):
-            with jax.ensure_compile_time_eval():
-                lo, hi = int(jnp.min(y)), int(jnp.max(y))
+            # the range is read in y's own dtype (NumPy for host arrays): an int64 label
+            # 2³² must not wrap to 0 in a cast to int32 before it is checked
+            if isinstance(y, np.ndarray):
+                lo, hi = int(y.min()), int(y.max())
+            else:
+                with jax.ensure_compile_time_eval():
+                    lo, hi = int(jnp.min(y)), int(jnp.max(y))
             if lo < 0 or hi >= K:
                 raise ValueError(
                     f"{name} holds class labels outside [0, {K}): min {lo}, max {hi}")
-        return jax.nn.one_hot(y, K, dtype=dtype)
+        return jax.nn.one_hot(jnp.asarray(y, jnp.int32), K, dtype=dtype)
     if y.ndim == 1:
         if K != 1:
             raise ValueError(
@@ -146,7 +154,33 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
             outside = bool(jnp.any((y < 0) | (y > 1)))
         if outside:
             raise ValueError(f"for loss='bce', {name} must lie in [0, 1]")
-    return y.astype(dtype)
+    if model.loss == "cce" and is_concrete(y):
+        _check_distributions(y, name)
+    return jnp.asarray(y, dtype)
+
+
+def _check_distributions(y, name: str) -> None:
+    """cce targets (N, K) must be one-hot or probability rows: entries ≥ 0 that sum to 1
+    (within 1e-4 in float32, 1e-9 in float64).  Anything else makes −Σ y log ŷ
+    unbounded below (a negative entry) or rescales the row's gradient."""
+    with jax.ensure_compile_time_eval():
+        v = np.asarray(y, np.float64)
+    if v.size == 0:
+        return
+    low = v.min()
+    if low < 0:
+        i, k = np.unravel_index(np.argmin(v), v.shape)
+        raise ValueError(
+            f"for loss='cce', {name} must hold one-hot or probability rows (entries >= 0 "
+            f"summing to 1); {name}[{i}, {k}] = {float(v[i, k])!r} is negative")
+    tol = 1e-9 if np.dtype(y.dtype).itemsize >= 8 else 1e-4
+    err = np.abs(v.sum(axis=1) - 1.0)
+    if err.max() > tol:
+        i = int(np.argmax(err))
+        raise ValueError(
+            f"for loss='cce', each row of {name} must sum to 1 (one-hot or probabilities); "
+            f"row {i} sums to {float(v[i].sum())!r}. Pass integer class labels of shape (N,), or "
+            f"normalise the rows")
 
 
 def check_inputs(model, params, x, y, *, train, key, state):

@@ -15,16 +15,20 @@ statistics are a separate pytree (`init_state`), never part of the parameters.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
+import os
 from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmlp import activations as _act
 from jaxmlp import init as _init
 from jaxmlp import layers as _layers
-from jaxmlp._checks import as_array, check_finite, nonneg_float, positive_int
+from jaxmlp._checks import (as_array, check_finite, check_finite_leaves, is_concrete,
+                            nonneg_float, positive_int)
 
 Array = jax.Array
 Params = list  # [{"W": (n_out, n_in), "b": (n_out,), ["gamma", "beta": (n_out,)]}, ...]
@@ -210,6 +214,7 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {list(INIT_CHOICES)}")
     dtype = _check_dtype(dtype)
     key = _check_key(key, "key")
+    _check_fits_in_memory(model, dtype)
     keys = jax.random.split(key, model.n_layers)
     params = []
     for l, shapes in enumerate(model.layer_shapes()):
@@ -222,6 +227,51 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
             layer["beta"] = jnp.zeros((n_out,), dtype)
         params.append(layer)
     return params
+
+
+def param_bytes(model: MLP, dtype=None) -> int:
+    """The bytes that `init_params(…, model, dtype=dtype)` allocates (all leaves)."""
+    itemsize = _check_dtype(dtype).itemsize
+    return itemsize * sum(math.prod(shape) for layer in model.layer_shapes()
+                          for shape in layer.values())
+
+
+def _available_bytes(device) -> Optional[int]:
+    """Memory free for new arrays on `device`: its allocator's limit minus what is in
+    use (GPU, TPU), or the host's available memory (CPU: MemAvailable of /proc/meminfo,
+    else the physical memory); None when unknown."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_fits_in_memory(model: MLP, dtype) -> None:
+    """ValueError, before any allocation, when the parameters alone exceed the memory
+    available on the default device (an (10⁶, 10⁶) layer would otherwise hang or be
+    killed while it draws 10¹² random numbers)."""
+    need = param_bytes(model, dtype)
+    device = jax.devices()[0]
+    free = _available_bytes(device)
+    if free is not None and need > free:
+        raise ValueError(
+            f"init_params: the parameters of sizes={model.sizes} need {need:,} bytes "
+            f"({need / 2**30:.1f} GiB as {jnp.dtype(dtype).name}), more than the {free:,} "
+            f"bytes ({free / 2**30:.1f} GiB) available on {device.platform}; use smaller "
+            f"layers")
 
 
 def init_state(model: MLP, *, dtype=None):
@@ -265,13 +315,19 @@ def _check_key(key, name):
 
 # --------------------------------------------------------------------------- checks
 
-def check_params(model: MLP, params, name: str = "params") -> None:
-    """ValueError unless `params` has exactly the structure and shapes `model` expects."""
+def check_params(model: MLP, params, name: str = "params", *, finite: bool = True) -> None:
+    """ValueError unless `params` has exactly the structure and shapes `model` expects.
+
+    `params` must be a list (as `init_params` returns: a tuple would be another pytree,
+    whose optimizer state and checkpoints no longer match), one dict per dense layer.
+    With `finite` (the default) concrete leaves must hold no NaN or Inf: a non-finite
+    parameter is refused here, before any compute, rather than blamed later on the
+    learning rate."""
     expected = model.layer_shapes()
-    if not isinstance(params, (list, tuple)):
+    if not isinstance(params, list):
         raise TypeError(
-            f"{name} must be a list of {len(expected)} dicts (one per dense layer), "
-            f"got {type(params).__name__}")
+            f"{name} must be a list of {len(expected)} dicts (one per dense layer, as from "
+            f"jaxmlp.init_params), got {type(params).__name__}")
     if len(params) != len(expected):
         raise ValueError(
             f"{name} has {len(params)} layers but the model {model.sizes} has {len(expected)}")
@@ -291,6 +347,11 @@ def check_params(model: MLP, params, name: str = "params") -> None:
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise TypeError(
                     f"{name}[{l}][{k!r}] must be a float array, got dtype {leaf.dtype}")
+    if finite:
+        check_finite_leaves(
+            ((f"{name}[{l}][{k!r}]", leaf) for l, layer in enumerate(params)
+             for k, leaf in layer.items()),
+            hint="; parameters must be finite: start from jaxmlp.init_params or a checkpoint")
 
 
 def check_x(model: MLP, x, name: str = "x"):
@@ -345,6 +406,17 @@ def _check_state(model: MLP, state):
             if tuple(jnp.shape(s[k])) != (n,):
                 raise ValueError(
                     f"state[{l}][{k!r}] must have shape ({n},), got {tuple(jnp.shape(s[k]))}")
+    check_finite_leaves(((f"state[{l}][{k!r}]", s[k]) for l, s in enumerate(state)
+                         for k in ("mean", "var")),
+                        hint="; batch-norm running statistics must be finite")
+    for l, s in enumerate(state):
+        var = s["var"]
+        if is_concrete(var) and (not isinstance(var, jax.Array) or var.is_fully_addressable):
+            low = float(np.min(np.asarray(var))) if np.size(var) else 0.0
+            if low < 0:
+                raise ValueError(
+                    f"state[{l}]['var'] holds a negative running variance (min {low!r}); "
+                    f"variances must be >= 0 (start from jaxmlp.init_state(model))")
 
 
 # --------------------------------------------------------------------------- forward

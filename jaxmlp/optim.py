@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import inspect
 import math
 import numbers
 import threading
+import weakref
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -70,6 +72,7 @@ __all__ = [
     "clip_by_global_norm",
     "identity",
     "chain",
+    "describe",
 ]
 
 PyTree = Any
@@ -225,13 +228,16 @@ def _shared(constructor):
         try:
             hash(key)
         except TypeError:  # unhashable: nothing to share
-            return constructor(*args, **kwargs)
+            made = constructor(*args, **kwargs)
+            _remember(made, constructor.__name__, bound.arguments)
+            return made
         with lock:
             made = cache.get(key)
             if made is not None:
                 cache.move_to_end(key)
                 return made
         made = constructor(*args, **kwargs)  # validates: an error is not remembered
+        _remember(made, constructor.__name__, bound.arguments)
         with lock:
             made = cache.setdefault(key, made)  # another thread may have been first
             if len(cache) > _SHARED_MAX:
@@ -241,6 +247,82 @@ def _shared(constructor):
     return make
 
 
+# What each object made by a factory of this module was made from (its factory's name and
+# arguments), for `describe`; keyed weakly by the object's function (a schedule, or an
+# optimizer's `update`), so nothing here keeps an optimizer alive.
+_MADE_FROM: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _remember(made, name: str, arguments) -> None:
+    fn = made.update if isinstance(made, GradientTransformation) else made
+    try:
+        _MADE_FROM[fn] = (name, dict(arguments))
+    except TypeError:  # not weak-referenceable: nothing to remember
+        pass
+
+
+def _code_digest(fn) -> str:
+    """A short hash of a Python function's code, constants and closed-over numbers: a
+    user's schedule edited between two runs gets another digest."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_consts).encode())
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, (numbers.Number, str, bool, type(None))):
+            h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
+def describe(obj) -> Any:
+    """A JSON-serialisable description of an optimizer, schedule or hyperparameter.
+
+    An object made by this module's factories is described by the factory's name and its
+    arguments (defaults filled in), recursively: ``describe(adam(1e-3))`` is
+    ``{"name": "adam", "args": {"learning_rate": 0.001, "b1": 0.9, …}}``.  A user's own
+    callable is named by its module and qualified name, with a digest of its code; an
+    array by its shape, dtype and a SHA-256 of its bytes.  Two optimizers with equal
+    descriptions compute the same updates; `fit` stores the description in its
+    checkpoints and refuses to resume a run with another one.
+    """
+    if isinstance(obj, GradientTransformation):
+        made = _MADE_FROM.get(obj.update)
+        if made is None:
+            return {"name": "GradientTransformation", "init": _qualname(obj.init),
+                    "update": _qualname(obj.update), "code": _code_digest(obj.update)}
+        return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    if isinstance(obj, (jax.Array, np.ndarray)):
+        out = {"array": list(np.shape(obj)), "dtype": str(obj.dtype)}
+        if not isinstance(obj, jax.core.Tracer):
+            out["sha256"] = hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()
+        return out
+    if isinstance(obj, (tuple, list)):
+        return [describe(v) for v in obj]
+    if obj is None or isinstance(obj, str):
+        return obj
+    if callable(obj):
+        made = _MADE_FROM.get(obj)
+        if made is not None:
+            return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
+        return {"callable": _qualname(obj), "code": _code_digest(obj)}
+    return {"object": type(obj).__qualname__, "repr": repr(obj)}
+
+
+def _qualname(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 def _learning_rate(learning_rate: Any) -> Schedule:
     """Turns ``learning_rate`` into a schedule, validating a number (> 0, finite).
 
@@ -248,7 +330,10 @@ def _learning_rate(learning_rate: Any) -> Schedule:
     learning-rate sweep can ``vmap`` over it without recompiling).
     """
     if callable(learning_rate):
-        return learning_rate
+        rate = _checked_schedule(learning_rate)
+        with jax.ensure_compile_time_eval():
+            rate(jnp.zeros([], jnp.int32))  # refuses a vector, NaN or negative rate now
+        return rate
     if isinstance(learning_rate, (jax.Array, np.ndarray)) and not isinstance(
         learning_rate, (bool, np.bool_)
     ):
@@ -271,6 +356,47 @@ def _learning_rate(learning_rate: Any) -> Schedule:
         )
     rate = _positive("learning_rate", learning_rate)
     return lambda count: rate
+
+
+def _checked_schedule(schedule: Schedule) -> Schedule:
+    """`schedule` with its output checked: a real scalar (else an error when traced), and
+    finite and >= 0.  A concrete rate that is not is refused (ValueError naming the
+    count); a traced one becomes NaN, so that the update is NaN and `fit`'s divergence
+    guard stops at that very step with the last finite parameters kept (a negative rate
+    would otherwise climb the loss without a sign)."""
+
+    def rate(count):
+        eta = schedule(count)
+        try:
+            shape, dtype = jnp.shape(eta), jnp.result_type(eta)
+        except TypeError:
+            raise TypeError(f"the learning_rate schedule must return a number, got "
+                            f"{type(eta).__name__}") from None
+        if shape != ():
+            raise ValueError(f"the learning_rate schedule must return a scalar rate, got an "
+                             f"array of shape {shape}")
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(f"the learning_rate schedule must return a real number, got "
+                            f"dtype {dtype}")
+        if not isinstance(eta, jax.core.Tracer):
+            value = float(eta)
+            if not (math.isfinite(value) and value >= 0):
+                at = ("" if isinstance(count, jax.core.Tracer)
+                      else f" at count {int(count)}")
+                raise ValueError(f"the learning_rate schedule returned {value!r}{at}: rates "
+                                 f"must be finite and >= 0")
+            return eta
+        return jnp.where(jnp.isfinite(eta) & (eta >= 0), eta, jnp.nan)
+
+    return rate
+
+
+def _expect_state(state, kind: type, name: str) -> None:
+    """TypeError, at trace time, when an optimizer's update gets another one's state."""
+    if not isinstance(state, kind):
+        raise TypeError(
+            f"{name}'s update needs the {kind.__name__} of {name}(...).init(params) as its "
+            f"state, got {type(state).__name__}: an opt_state of another optimizer?")
 
 
 # --------------------------------------------------------------------------------------
@@ -467,6 +593,7 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> Gradien
         return SgdState(count=_zero_count(), velocity=_zeros_like(params) if mu else ())
 
     def update(updates, state, params=None):
+        _expect_state(state, SgdState, "sgd")
         eta = schedule(state.count)
         if not mu:
             return _descend(eta, updates), SgdState(_increment(state.count), ())
@@ -540,6 +667,7 @@ def rmsprop(
         )
 
     def update(updates, state, params=None):
+        _expect_state(state, RmsPropState, "rmsprop")
         eta = schedule(state.count)
         nu = jax.tree.map(
             lambda g, s: rho * s + (1.0 - rho) * jnp.square(_like(g, s)), updates, state.nu
@@ -645,6 +773,7 @@ def adam(
         return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
 
     def update(updates, state, params=None):
+        _expect_state(state, AdamState, "adam")
         eta = schedule(state.count)
         count = _increment(state.count)
         step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
@@ -702,6 +831,7 @@ def adamw(
         return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
 
     def update(updates, state, params=None):
+        _expect_state(state, AdamState, "adamw")
         if params is None:
             raise ValueError(
                 "adamw's update needs the current params for the weight decay: call "
@@ -758,6 +888,7 @@ def adagrad(
         )
 
     def update(updates, state, params=None):
+        _expect_state(state, AdagradState, "adagrad")
         eta = schedule(state.count)
         sums = jax.tree.map(
             lambda g, s: s + jnp.square(_like(g, s)), updates, state.sum_of_squares
@@ -802,6 +933,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         return EmptyState()
 
     def update(updates, state, params=None):
+        _expect_state(state, EmptyState, "clip_by_global_norm")
         norm = global_norm(updates)
         # where() picks 1 when ‖g‖ <= τ, so a zero norm never divides
         factor = jnp.where(norm > tau, tau / norm, 1.0)
@@ -818,6 +950,7 @@ def identity() -> GradientTransformation:
         return EmptyState()
 
     def update(updates, state, params=None):
+        _expect_state(state, EmptyState, "identity")
         return updates, state
 
     return GradientTransformation(init, update)
@@ -841,10 +974,12 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None):
-        if len(state) != len(transforms):
-            raise ValueError(
-                f"chain of {len(transforms)} transformations got a state of length "
-                f"{len(state)}"
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise TypeError(
+                f"chain of {len(transforms)} transformations needs the tuple of their "
+                f"{len(transforms)} states (from chain(...).init(params)), got "
+                f"{type(state).__name__}"
+                + (f" of length {len(state)}" if isinstance(state, tuple) else "")
             )
         new_state = []
         for t, s in zip(transforms, state):

@@ -31,6 +31,10 @@ of the Python API):
     db1 … dbL  your bias gradients, shaped like the reference db  required
     delta1 … deltaL   your δ = ∂L/∂z per layer, (m, n_out) or (n_out, m)   optional
     loss       your loss value, a scalar                           optional
+
+`jaxmlp check` reads only these keys (other members are named, never read), each at most
+512 MiB and 1 GiB in all as declared uncompressed in the zip, refused before decompressing;
+a path that is not a regular file (a directory, a FIFO, ``/dev/zero``) is not opened.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ import numbers
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Mapping
 from typing import NamedTuple, Optional
 
@@ -50,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp import activations as _act
+from jaxmlp import checkpoint as _ck
 from jaxmlp.backprop import backprop as _backprop
 from jaxmlp.model import LOSSES, MLP, forward_pass
 
@@ -920,21 +926,89 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+# The arrays `jaxmlp check` reads: W1, b1, dW1, db1, delta1, …, X, Y and loss; any other
+# member of the file is only named in the "ignoring keys" note, never read.
+_CHECK_KEY = re.compile(r"(?:W|b|dW|db|delta)[1-9]\d*|X|Y|loss")
+_CHECK_MEMBER_MAX = 512 * 2**20   # bytes, one array's declared uncompressed .npy size
+_CHECK_TOTAL_MAX = 2**30          # bytes, all the arrays read together
+
+
 def _load_npz(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise _InputError(f"no such file: {path}")
+    """{key: array} of the `.npz` at `path`, read with bounded memory; a key that
+    `jaxmlp check` does not use maps to None and is never read.
+
+    Refused (as _InputError, exit status 2), each before the data in question is read:
+    a `path` that is not a regular file (a directory, a FIFO, ``/dev/zero``, a socket:
+    not even opened); a member declaring more than 512 MiB uncompressed
+    (``_CHECK_MEMBER_MAX``), or members declaring more than 1 GiB together
+    (``_CHECK_TOTAL_MAX``); a member whose zip sizes are impossible (only stored and
+    deflated members, at most deflate's 1032:1 expansion, as for checkpoints); a member
+    whose .npy header disagrees with its declared size, or that holds a pickled object
+    array.  Every read is bounded by the member's declared size.
+    """
     try:
-        data = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise _InputError(f"cannot read {path} as an .npz file: {e}") from None
-    if not hasattr(data, "files"):
-        raise _InputError(f"{path} holds a single array (.npy); save the arrays with "
-                          f"np.savez(path, W1=..., b1=..., ...)")
-    try:
-        with data:
-            return {k: data[k] for k in data.files}
-    except Exception as e:
-        raise _InputError(f"cannot read the arrays in {path}: {e}") from None
+        f = _ck._open_regular(path, path, _InputError)
+    except FileNotFoundError:
+        raise _InputError(f"no such file: {path}") from None
+    except OSError as e:
+        raise _InputError(f"cannot open {path}: {e}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(6) == b"\x93NUMPY":
+            raise _InputError(f"{path} holds a single array (.npy); save the arrays with "
+                              f"np.savez(path, W1=..., b1=..., ...)")
+        f.seek(0)
+        try:
+            zf = zipfile.ZipFile(f)
+        except Exception as e:  # zipfile raises many kinds on a damaged archive
+            raise _InputError(f"cannot read {path} as an .npz file: {e}") from None
+        with zf:
+            return _read_npz_members(zf, size, path)
+
+
+def _read_npz_members(zf: zipfile.ZipFile, size: int, path: str) -> dict:
+    """The arrays of `_load_npz`, from the open archive of a `size`-byte file: every size
+    is checked first, then the members are read."""
+    arrays, wanted, total = {}, [], 0
+    for info in {info.filename: info for info in zf.infolist()}.values():  # last of a name
+        name = info.filename
+        key = name[:-4] if name.endswith(".npy") else name
+        if not _CHECK_KEY.fullmatch(key):
+            arrays[key] = None
+            continue
+        if not name.endswith(".npy"):
+            raise _member_error(path, name, "is not a .npy array (np.savez names its "
+                                            "members KEY.npy)")
+        why = _ck._sizes_problem(info, size)
+        if why is not None:
+            raise _member_error(path, name, why)
+        if info.file_size > _CHECK_MEMBER_MAX:
+            raise _member_error(path, name, f"declares {info.file_size} bytes uncompressed, "
+                                            f"more than the 512 MiB jaxmlp check reads for "
+                                            f"one array; nothing is read")
+        total += info.file_size
+        if total > _CHECK_TOTAL_MAX:
+            raise _member_error(path, name, f"brings the arrays' declared uncompressed size "
+                                            f"to {total} bytes, more than the 1 GiB jaxmlp "
+                                            f"check reads in all; nothing is read")
+        wanted.append((key, info))
+    for key, info in wanted:
+        try:
+            with zf.open(info) as m:
+                dtype, shape, fortran, offset = _ck._npy_header(m, info)
+                arrays[key] = _ck._npy_data(m, info, dtype, shape, fortran, offset)
+        except _ck._Pickled:
+            raise _member_error(path, info.filename, "holds a pickled object array, which "
+                                                     "is never loaded (allow_pickle=False)"
+                                ) from None
+        except Exception as e:  # a bad header, a CRC mismatch, a cut-off stream…
+            raise _member_error(path, info.filename, f"is not a readable .npy array "
+                                                     f"({type(e).__name__}: {e})") from None
+    return arrays
+
+
+def _member_error(path: str, member: str, why: str) -> _InputError:
+    return _InputError(f"cannot read {path}: member {member!r} {why}")
 
 
 def _layers_from(arrays: dict) -> int:

@@ -18,17 +18,25 @@ Per epoch the history records:
   running statistics, no penalty term: the fit to held-out data), or nothing without
   validation.
 
-Divergence: after every epoch `fit` checks that the epoch's losses and its parameters are
-finite; if not, it re-runs that epoch (deterministically, from the same start) with a
-check of loss and gradients at every step, where the first non-finite step is not applied
-(nor any after it), so the parameters handed back are the last finite ones (the fast path
-pays nothing per step for this); `fit` then raises `DivergenceError` naming the epoch
-and step (it carries `params`, `opt_state`, `state` and `history`), or with
-`on_divergence="stop"` returns them with `history["diverged"] = {"epoch": e, "step": s}`.
+Divergence: after every epoch `fit` checks that the epoch's losses, its parameters, the
+optimizer state and the batch-norm statistics are finite; if not, it re-runs that epoch
+(deterministically, from the same start) with a check at every step of the loss, the
+gradient, the update, and the parameters, optimizer state and statistics *after* the
+update.  The first step where any of them is non-finite is not applied (nor any after it),
+so the parameters handed back are the last finite ones, from before that step (the fast
+path pays nothing per step for this).  A finite loss, however large, is not divergence.
+`fit` then raises `DivergenceError` naming the epoch, the step and what was non-finite
+(`CAUSES`; it carries `params`, `opt_state`, `state` and `history`), or with
+`on_divergence="stop"` returns them with `history["diverged"] = {"epoch": e, "step": s,
+"cause": c, "what": CAUSES[c]}`.  Parameters that are not finite to begin with are refused
+before training (`params[0]['W'] contains NaN`), as are hyperparameters that overflow the
+parameters' dtype and schedules that return NaN, Inf, a negative rate or a vector at
+count 0; a traced schedule's bad rate later becomes a NaN update, caught as above.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import numbers
 import time
@@ -49,24 +57,40 @@ from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, fo
 
 Array = jax.Array
 
-__all__ = ["make_train_step", "fit", "DivergenceError", "GRADS"]
+__all__ = ["make_train_step", "fit", "DivergenceError", "GRADS", "CAUSES"]
 
 GRADS = ("manual", "autodiff")
 
 
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or gradient.
+#: What `fit`'s guard found non-finite at the first bad step, by code (0: nothing).
+CAUSES = {
+    1: "non-finite loss",
+    2: "non-finite gradient",
+    3: "non-finite update (the learning rate times the step overflows the parameters' "
+       "dtype, or a schedule returned NaN, Inf or a negative rate)",
+    4: "non-finite parameters after the update (they overflowed)",
+    5: "non-finite optimizer state after the update (a moment overflowed)",
+    6: "non-finite batch-norm running statistics",
+}
 
-    Attributes: epoch and step (0-based) of the first bad step; `params`, `opt_state`
-    and `state`, the last finite ones (before that step); `history` up to that epoch.
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient, update, parameter or state.
+
+    Attributes: epoch and step (0-based) of the first bad step, the step whose loss or
+    gradient was non-finite or whose update made something non-finite; `cause`, what
+    was (one of `CAUSES`); `params`, `opt_state` and `state`, the last finite ones (from
+    before that step: it is not applied); `history` up to that epoch.
     """
 
-    def __init__(self, epoch, step, params, opt_state, state, history):
+    def __init__(self, epoch, step, params, opt_state, state, history, cause=1, note=""):
+        what = CAUSES.get(cause, "non-finite value")
         super().__init__(
-            f"training diverged: non-finite loss or gradient at epoch {epoch}, step {step}; "
-            f"the last finite parameters are kept (this error's .params). Try a smaller "
-            f"learning rate or gradient clipping (jaxmlp.optim.clip_by_global_norm).")
-        self.epoch, self.step = epoch, step
+            f"training diverged at epoch {epoch}, step {step}: {what}; "
+            f"the last finite parameters (before that step) are kept (this error's "
+            f".params). Try a smaller learning rate or gradient clipping "
+            f"(jaxmlp.optim.clip_by_global_norm).{note}")
+        self.epoch, self.step, self.cause = epoch, step, what
         self.params, self.opt_state, self.state, self.history = params, opt_state, state, history
 
 
@@ -75,6 +99,31 @@ def _check_optimizer(optimizer):
         raise TypeError(
             f"optimizer must be a jaxmlp.optim.GradientTransformation (e.g. "
             f"jaxmlp.optim.adam(1e-3)), got {type(optimizer).__name__}")
+
+
+def _check_opt_state(optimizer, params, opt_state, name="opt_state"):
+    """TypeError unless `opt_state` has the structure, shapes and dtypes of
+    `optimizer.init(params)` (checked on abstract values: no compute)."""
+    expected = jax.eval_shape(optimizer.init, params)
+    got_def = jax.tree_util.tree_structure(opt_state)
+    want_def = jax.tree_util.tree_structure(expected)
+    if got_def != want_def:
+        raise TypeError(
+            f"{name} does not belong to this optimizer: expected the structure of "
+            f"optimizer.init(params), {_short(want_def)}, got {_short(got_def)} (an "
+            f"opt_state of another optimizer, or of other params?)")
+    for got, want in zip(jax.tree_util.tree_leaves(opt_state),
+                         jax.tree_util.tree_leaves(expected)):
+        if jnp.shape(got) != want.shape or jnp.result_type(got) != want.dtype:
+            raise TypeError(
+                f"{name} does not belong to these params: a leaf of shape "
+                f"{jnp.shape(got)} and dtype {jnp.result_type(got)} where "
+                f"optimizer.init(params) has {want.shape} {want.dtype}")
+
+
+def _short(treedef, limit=160) -> str:
+    text = str(treedef)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_grad(grad):
@@ -94,11 +143,6 @@ def _grad_fn(model: MLP, grad: str) -> Callable:
                 model, params, x, y, True, key, state)
             return loss, g, new_state
     return f
-
-
-def _all_finite(loss, grads):
-    sq = sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads))
-    return jnp.isfinite(loss) & jnp.isfinite(sq)
 
 
 def _apply(optimizer, params, opt_state, grads):
@@ -143,6 +187,7 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
                 "the model has batch norm: pass state=jaxmlp.init_state(model) to the step "
                 "and use the state it returns next time")
         x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+        _check_opt_state(optimizer, params, opt_state)
         if mesh is not None:
             _parallel.check_mesh(mesh, x.shape[0])
             x, y = _parallel.shard_constraint(mesh, (x, y))
@@ -164,12 +209,18 @@ class _EpochOut(NamedTuple):
     train_loss: Array   # scalar: the mean of the epoch's minibatch losses
     bad_step: Array     # int32: first non-finite step of the epoch, −1 if none, or −2 when
                         # the unguarded program saw something non-finite (re-run guarded)
+    cause: Array        # int32: what was non-finite at bad_step (a key of CAUSES), 0 if none
     val_loss: Array     # scalar (NaN without validation)
 
 
 def _tree_finite(tree) -> Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves])) if leaves else True
+    """True when every float leaf of `tree` is finite (integer leaves, e.g. counts, and
+    an empty tree count as finite)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    if not leaves:
+        return jnp.bool_(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
 
 
 def _permutation(key: Array, n: int) -> Array:
@@ -225,45 +276,55 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, opt
     # per-step dropout keys, only when there is dropout (else nothing extra to scan over)
     step_keys = jax.random.split(k_drop, n_batches) if model.dropout > 0 else None
 
-    def grads_and_update(params, opt_state, state, batch):
+    def grads(params, state, batch):
         ib, kb = batch
         xb, yb = x[ib], y[ib]
         if mesh is not None:  # the batch axis over the devices; the compiler adds the all-reduce
             xb, yb = _parallel.shard_constraint(mesh, (xb, yb))
-        loss, g, new_state = grads_of(params, xb, yb, kb, state)
-        new_params, new_opt = _apply(optimizer, params, opt_state, g)
-        return loss, g, new_params, new_opt, new_state
+        return grads_of(params, xb, yb, kb, state)
 
     def fast_body(carry, batch):
         params, opt_state, state = carry
-        loss, _, params, opt_state, state = grads_and_update(params, opt_state, state, batch)
+        loss, g, state = grads(params, state, batch)
+        params, opt_state = _apply(optimizer, params, opt_state, g)
         return (params, opt_state, state), loss
 
     def guarded_body(carry, batch):
-        params, opt_state, state, bad, i = carry
-        loss, g, new_params, new_opt, new_state = grads_and_update(params, opt_state, state,
-                                                                   batch)
-        ok = _all_finite(loss, g) & (bad < 0)
+        params, opt_state, state, bad, cause, i = carry
+        loss, g, new_state = grads(params, state, batch)
+        updates, new_opt = optimizer.update(g, opt_state, params)
+        new_params = _optim.apply_updates(params, updates)
+        # what is finite, in the order of CAUSES: a step is applied only when all are
+        finite = jnp.stack([jnp.isfinite(loss), _tree_finite(g), _tree_finite(updates),
+                            _tree_finite(new_params), _tree_finite(new_opt),
+                            _tree_finite(new_state)])
+        first = (jnp.argmin(finite) + 1).astype(jnp.int32)  # the first False, 1-based
+        ok = jnp.all(finite) & (bad < 0)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        carry = (keep(new_params, params), keep(new_opt, opt_state),
-                 keep(new_state, state), jnp.where((bad < 0) & ~ok, i, bad), i + 1)
+        now_bad = (bad < 0) & ~ok
+        carry = (keep(new_params, params), keep(new_opt, opt_state), keep(new_state, state),
+                 jnp.where(now_bad, i, bad), jnp.where(now_bad, first, cause), i + 1)
         return carry, loss
 
     if guarded:
-        init = (params, opt_state, state, jnp.int32(-1), jnp.int32(0))
-        (params, opt_state, state, bad, _), losses = jax.lax.scan(
+        init = (params, opt_state, state, jnp.int32(-1), jnp.int32(0), jnp.int32(0))
+        (params, opt_state, state, bad, cause, _), losses = jax.lax.scan(
             guarded_body, init, (idx, step_keys), unroll=unroll)
     else:
         (params, opt_state, state), losses = jax.lax.scan(
             fast_body, (params, opt_state, state), (idx, step_keys), unroll=unroll)
-        finite = jnp.all(jnp.isfinite(losses)) & _tree_finite(params)
+        # after the scan, not per step: a non-finite loss, or anything the epoch's updates
+        # made non-finite, sends `fit` to the guarded re-run, which finds the step
+        finite = (jnp.all(jnp.isfinite(losses)) & _tree_finite(params)
+                  & _tree_finite(opt_state) & _tree_finite(state))
         bad = jnp.where(finite, jnp.int32(-1), jnp.int32(-2))
+        cause = jnp.int32(0)
     if xv is None:
         val = jnp.array(jnp.nan, losses.dtype)
     else:
         yhat, cache, _ = forward_pass(model, params, xv, train=False, state=state)
         val = data_loss(model, cache.z, yhat, yv)
-    return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, val)
+    return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, cause, val)
 
 
 def _prepare_data(model, x, y, dtype, name):
@@ -312,7 +373,13 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         (`jaxmlp.checkpoint`, atomic), keeping the `keep` newest. Called again with the
         same arguments, `fit` resumes from the newest valid checkpoint and ends with
         parameters bitwise identical to an uninterrupted run (it also removes the temp
-        files of a save that was killed, so one `fit` must own the folder).
+        files of a save that was killed, so one `fit` must own the folder).  Each
+        checkpoint holds a fingerprint of the run: n, batch_size, grad, epochs, the
+        optimizer (`jaxmlp.optim.describe`: type and every hyperparameter) and the data
+        (shape, dtype and SHA-256 of x, y and the validation arrays); a call whose
+        fingerprint differs is refused with a ValueError naming what differs, and a
+        run that diverged raises its `DivergenceError` again (or returns as
+        `on_divergence="stop"` did) instead of returning as if it had trained.
 
     Returns:
       (params, history): history has lists `train_loss`, `val_loss`, `epoch_time` (one
@@ -357,11 +424,16 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         state = init_state(model, dtype=dtype) if state is None else state
     check_mode(model, train=True, key=key, state=state)
 
+    _check_hyperparameters(optimizer, dtype)
+
     opt_state = optimizer.init(params)
     run = _new_run(params, opt_state, state)
+    signature = None
     if checkpoint_dir is not None:
-        run = _resume(run, model, checkpoint_dir, key,
-                      dict(n=n, batch_size=batch_size, grad=grad, epochs=epochs))
+        signature = dict(n=n, batch_size=batch_size, grad=grad, epochs=epochs,
+                         optimizer=_optim.describe(optimizer),
+                         data=_data_fingerprint(x, y, xv, yv))
+        run = _resume(run, model, checkpoint_dir, key, signature)
     if mesh is not None:
         _parallel.check_mesh(mesh, batch_size)
         x, y, xv, yv = _parallel.replicate(mesh, (x, y, xv, yv))
@@ -371,8 +443,7 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
 
     history = run.history
     save = functools.partial(_save_run, model=model, directory=checkpoint_dir, key=key,
-                             keep=keep, signature=dict(n=n, batch_size=batch_size, grad=grad,
-                                                       epochs=epochs))
+                             keep=keep, signature=signature)
     static = dict(model=model, optimizer=optimizer, grad=grad, batch_size=batch_size,
                   n_batches=n_batches, unroll=unroll, mesh=mesh)
 
@@ -386,6 +457,17 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     # scripts/benchmark.py: ~10 % more samples/s).  Results are unchanged, since an epoch
     # is a deterministic function of its inputs; an epoch dispatched after one that
     # diverged or stopped training is dropped unread.
+    if "diverged" in history:  # resumed from a run that diverged: the same outcome again
+        d = history["diverged"]
+        history["state"] = run.state
+        if on_divergence == "raise":
+            raise DivergenceError(
+                d["epoch"], d["step"], run.params, run.opt_state, run.state, history,
+                cause=d.get("cause", 1),
+                note=f" (This run diverged before, as recorded in checkpoint_dir "
+                     f"{str(checkpoint_dir)!r}; to try again with other settings, use "
+                     f"another folder or delete this one.)")
+        return run.params, history
     epoch = history["epochs_run"]
     ahead = False
     pending = None  # (args, out) of `epoch`, dispatched and not yet read
@@ -401,17 +483,20 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         if bad == -2:  # something non-finite: re-run the epoch with per-step guards
             pending = None
             out = _run_epoch(*args, **static, guarded=True)
-            bad, train_loss, val = jax.device_get((out.bad_step, out.train_loss, out.val_loss))
+            bad, cause, train_loss, val = jax.device_get(
+                (out.bad_step, out.cause, out.train_loss, out.val_loss))
         bad = int(bad)
         run = run._replace(params=out.params, opt_state=out.opt_state, state=out.state)
         if bad >= 0:  # out holds the last finite params: the bad step was not applied
-            history["diverged"] = {"epoch": epoch, "step": bad}
+            history["diverged"] = {"epoch": epoch, "step": bad, "cause": int(cause),
+                                   "what": CAUSES[int(cause)]}
             history["stopped_early"] = True
             history["state"] = run.state
             if checkpoint_dir is not None:
                 save(run)
             if on_divergence == "raise":
-                raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history)
+                raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history,
+                                      cause=int(cause))
             break
         train_loss = float(train_loss)
         t1 = time.perf_counter()
@@ -482,6 +567,87 @@ def _save_run(run: _Run, *, model, directory, key, keep, signature):
     checkpoint.prune(directory, keep)
 
 
+def _check_hyperparameters(optimizer, dtype) -> None:
+    """ValueError when a numeric hyperparameter of `optimizer` overflows the parameters'
+    dtype (e.g. sgd(1e39) with float32 params: η·g would be Inf at the first step)."""
+    limit = float(jnp.finfo(dtype).max)
+
+    def walk(desc, where):
+        if isinstance(desc, dict) and "args" in desc:
+            for k, v in desc["args"].items():
+                nested = isinstance(v, list) or (isinstance(v, dict) and "args" in v)
+                walk(v, f"{where}{desc['name']} → " if nested else f"{where}{desc['name']}'s {k}")
+        elif isinstance(desc, list):
+            for v in desc:
+                walk(v, where)
+        elif isinstance(desc, float) and abs(desc) > limit:
+            raise ValueError(
+                f"optimizer: {where} = {desc!r} overflows the parameters' dtype "
+                f"{jnp.dtype(dtype).name} (largest finite value {limit:.3g}); use a smaller "
+                f"value, or float64 parameters")
+
+    walk(_optim.describe(optimizer), "")
+
+
+def _data_fingerprint(x, y, xv, yv) -> dict:
+    """Shape, dtype and SHA-256 of the training (and validation) arrays, as `fit` has
+    prepared them: a resume refuses data that differ from the checkpointed run's."""
+    def one(a):
+        out = {"shape": list(a.shape), "dtype": str(a.dtype)}
+        if getattr(a, "is_fully_addressable", True):
+            out["sha256"] = hashlib.sha256(np.ascontiguousarray(
+                jax.device_get(a)).tobytes()).hexdigest()
+        return out
+
+    out = {"x": one(x), "y": one(y)}
+    if xv is not None:
+        out["validation x"], out["validation y"] = one(xv), one(yv)
+    return out
+
+
+def _differences(saved: dict, now: dict) -> list:
+    """'what: saved … vs now …' for each key of two fit signatures that differs."""
+    out = []
+    for k in sorted(set(saved) | set(now), key=str):
+        a, b = saved.get(k, "(not recorded)"), now.get(k, "(not recorded)")
+        if a == b:
+            continue
+        if k == "data" and isinstance(a, dict) and isinstance(b, dict):
+            for part in sorted(set(a) | set(b)):
+                pa, pb = a.get(part), b.get(part)
+                if pa == pb:
+                    continue
+                if pa is None or pb is None:
+                    out.append(f"{part}: {'absent' if pa is None else 'given'} in the "
+                               f"checkpointed run, {'absent' if pb is None else 'given'} now")
+                elif pa.get("shape") != pb.get("shape") or pa.get("dtype") != pb.get("dtype"):
+                    out.append(f"{part}: {pa.get('dtype')} {tuple(pa.get('shape', ()))} in the "
+                               f"checkpointed run, {pb.get('dtype')} "
+                               f"{tuple(pb.get('shape', ()))} now")
+                else:
+                    out.append(f"{part}: same shape and dtype, other values (SHA-256 "
+                               f"{str(pa.get('sha256'))[:12]}… vs {str(pb.get('sha256'))[:12]}…)")
+        elif k == "optimizer":
+            out.append(f"optimizer: {_optimizer_text(a)} in the checkpointed run, "
+                       f"{_optimizer_text(b)} now")
+        else:
+            out.append(f"{k}: {a!r} in the checkpointed run, {b!r} now")
+    return out
+
+
+def _optimizer_text(desc) -> str:
+    if isinstance(desc, dict) and "args" in desc:
+        args = ", ".join(f"{k}={_optimizer_text(v)}" for k, v in desc["args"].items())
+        return f"{desc['name']}({args})"
+    if isinstance(desc, dict) and "callable" in desc:
+        return f"<{desc['callable']} code {desc.get('code', '')[:8]}>"
+    if isinstance(desc, dict) and "array" in desc:
+        return f"<array {tuple(desc['array'])} {desc.get('dtype')}>"
+    if isinstance(desc, list):
+        return "(" + ", ".join(_optimizer_text(v) for v in desc) + ")"
+    return repr(desc)
+
+
 def _resume(run: _Run, model, directory, key, signature) -> _Run:
     """The newest valid checkpoint in `directory` as a _Run, or `run` if there is none."""
     from jaxmlp import checkpoint
@@ -490,11 +656,14 @@ def _resume(run: _Run, model, directory, key, signature) -> _Run:
     if path is None:
         return run
     ckpt = checkpoint.load(path, model=model)
-    saved_sig = (ckpt.extra or {}).get("fit")
+    saved_sig = (ckpt.extra or {}).get("fit") or {}
     if saved_sig != signature:
+        diffs = _differences(saved_sig, signature)
         raise ValueError(
-            f"checkpoint_dir {str(directory)!r} holds a run with other settings "
-            f"({saved_sig}) than this call ({signature}); use another folder to start afresh")
+            f"checkpoint_dir {str(directory)!r} holds a run with other settings than this "
+            f"call, so resuming it would silently change the run: " + "; ".join(diffs)
+            + f". Pass the same settings and data to resume, or start afresh with another "
+              f"checkpoint_dir (or delete {str(directory)!r})")
     if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
                                               jax.random.key_data(key)):
         raise ValueError(

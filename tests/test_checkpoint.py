@@ -1,8 +1,15 @@
-"""checkpoint: bitwise round trips, resumed training, corruption, versions, atomicity, no pickle."""
+"""checkpoint: bitwise round trips, resumed training, corruption, versions, atomicity, no pickle,
+bounded reads."""
+import contextlib
 import io
 import json
 import os
+import re
+import signal
+import struct
+import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import chex
@@ -428,6 +435,169 @@ def test_float64_needs_x64(tmp_path):
             ckpt.load(path)
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+# ---------------------------------------------------------------------------- bounded reads
+
+def npy_header(dtype, shape) -> bytes:
+    """The .npy header of an array of `dtype` and `shape` (its data would follow)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def deflated_zeros(prefix: bytes, n_mib: int) -> bytes:
+    """A raw deflate stream of `prefix` followed by `n_mib` MiB of zeros, about 1 KiB per MiB.
+
+    After a full flush the compressor starts afresh, so one MiB of zeros compresses to the
+    same bytes every time: they are repeated, not recomputed (2 GiB cost 2 MB and ~10 ms).
+    """
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    mib = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return head + mib * n_mib + c.flush()
+
+
+def write_zip(path, members) -> str:
+    """A zip written by hand, so that a member can declare any uncompressed size.
+
+    `members`: (name, data) for a stored member, or (name, deflate_stream, declared_size,
+    crc[, method]) for one (deflated unless `method` says otherwise) whose entry claims
+    `declared_size` uncompressed bytes.
+    """
+    body, central = bytearray(), bytearray()
+    for name, payload, *declared in members:
+        size, crc, method = (*declared, 8)[:3] if declared else (len(payload),
+                                                                 zlib.crc32(payload), 0)
+        n = name.encode()
+        common = (0, method, 0, 0x21, crc, len(payload), size, len(n))  # flags … name length
+        central += struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, 20, 0, *common,
+                               0, 0, 0, 0, 0, len(body)) + n
+        body += struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, *common, 0) + n + payload
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(central), len(body), 0)
+    Path(path).write_bytes(bytes(body + central + end))
+    return str(path)
+
+
+@contextlib.contextmanager
+def bounded(seconds: float = 10.0, mib: int = 64):
+    """Fails the block unless it ends within `seconds` (SIGALRM, so a blocking open of a
+    FIFO cannot hang the suite) having allocated at most `mib` MiB at its peak (tracemalloc:
+    Python objects and numpy arrays)."""
+    def timeout(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < mib * 2**20, f"allocated {peak / 2**20:.0f} MiB"
+
+
+def not_regular(tmp_path, kind) -> str:
+    """A path that is not a regular file: a folder, a FIFO, /dev/zero, or a link to it."""
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    if kind in ("dev_zero", "link_to_dev_zero") and not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    path = tmp_path / "ckpt-00000007.npz"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link_to_dev_zero":
+        path.symlink_to("/dev/zero")
+    else:
+        return "/dev/zero"
+    return str(path)
+
+
+NOT_REGULAR = {"directory": "a directory", "fifo": r"a FIFO \(named pipe\)",
+               "dev_zero": "a character device", "link_to_dev_zero": "a character device"}
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+@pytest.mark.parametrize("kind", list(NOT_REGULAR))
+def test_only_regular_files_are_opened(tmp_path, kind):
+    path = not_regular(tmp_path, kind)
+    with bounded(seconds=2), pytest.raises(
+            CheckpointError, match=re.escape(f"checkpoint {path!r} is ") + NOT_REGULAR[kind]
+            + ", not a regular file"):
+        ckpt.load(path)
+    with bounded(seconds=2):           # the folder functions skip it, and never open it
+        assert ckpt.latest(tmp_path) is None and ckpt.prune(tmp_path, keep=1) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_zip_bombs_are_refused_before_they_are_read(tmp_path):
+    """2 MB files whose deflated members expand to 2 GiB: refused from the sizes the zip
+    declares, compared with the manifest's dtype × shape, before anything is inflated."""
+    path = saved(tmp_path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    w = members["params/0/W.npy"]                      # float32 (4, 4): a header + 64 bytes
+    header = w[:-64]
+    two_gib = deflated_zeros(header, 2048)
+    bomb = (two_gib, len(header) + 2**31, 0)
+    cases = [
+        ({"params/0/W.npy": bomb}, r"corrupted: member 'params/0/W.npy' declares 2147483776 "
+         r"bytes uncompressed, but the manifest's float32 \(4, 4\) is 64 bytes"),
+        ({"meta.json": (deflated_zeros(b"", 2048), 2**31, 0)},
+         r"member 'meta.json' declares 2147483648 bytes uncompressed, more than the 64 MiB"),
+        # a lying entry: it declares the manifest's size, the stream inflates to 2 GiB;
+        # reading stops at the declared size and the CRC gives it away
+        ({"params/0/W.npy": (two_gib, len(w), zlib.crc32(w))},
+         r"truncated or corrupted: cannot read member 'params/0/W.npy' \(BadZipFile: Bad CRC"),
+    ]
+    for replaced, match in cases:
+        bad = write_zip(tmp_path / "bomb.npz", [(n, *replaced[n]) if n in replaced else (n, b)
+                                                for n, b in members.items()])
+        with bounded(), pytest.raises(CheckpointError, match=match):
+            ckpt.load(bad)
+    # no meta.json: only the .npy header of each member is read, to look for pickles
+    big = npy_header(np.float32, (2**29,))
+    plain = write_zip(tmp_path / "plain.npz", [("x.npy", deflated_zeros(big, 2048),
+                                                len(big) + 2**31, 0)])
+    with bounded(), pytest.raises(CheckpointError, match="not a jaxmlp checkpoint: it has no"):
+        ckpt.load(plain)
+    # a member outside the manifest is never read
+    extra = write_zip(tmp_path / "extra.npz", list(members.items()) + [("junk.npy", *bomb)])
+    with bounded():
+        out = ckpt.load(extra)
+    np.testing.assert_array_equal(np.asarray(out.params[0]["W"]), np.load(io.BytesIO(w)))
+    # a checkpoint re-zipped with deflated members (as np.savez_compressed does) still loads
+    with zipfile.ZipFile(tmp_path / "deflated.npz", "w", zipfile.ZIP_DEFLATED) as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    assert ckpt.load(tmp_path / "deflated.npz").step == 1
+
+
+def test_impossible_zip_sizes_are_refused(tmp_path):
+    path = saved(tmp_path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    w, meta = members["params/0/W.npy"], members["meta.json"]
+    cases = [
+        ("params/0/W.npy", (w, len(w) + 1, zlib.crc32(w), 0),
+         "is stored uncompressed but declares 193 bytes for 192 bytes in the file"),
+        ("params/0/W.npy", (w, len(w), zlib.crc32(w), 12),   # bzip2 inflates unbounded
+         r"uses zip compression method 12; only stored \(0\) and deflated \(8\)"),
+        ("meta.json", (zlib.compress(meta, 9, wbits=-15), 2**25, 0),  # 32 MiB from < 1 KiB
+         "deflated bytes, more than deflate can expand"),
+    ]
+    for name, member, match in cases:
+        bad = write_zip(tmp_path / "bad.npz", [(n, *member) if n == name else (n, b)
+                                               for n, b in members.items()])
+        with pytest.raises(CheckpointError, match=match):
+            ckpt.load(bad)
 
 
 # ---------------------------------------------------------------------------- atomicity

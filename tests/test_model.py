@@ -209,6 +209,14 @@ def test_every_entry_point_checks_x_and_params(entry, setup):
         f(model, _bad_params(params, 0, "W", params[0]["W"].astype(jnp.int32)), x, y)
     with pytest.raises(TypeError, match="params must be a list"):
         f(model, {"W": 1}, x, y)
+    with pytest.raises(TypeError, match="params must be a list .* got tuple"):
+        f(model, tuple(params), x, y)
+    with pytest.raises(ValueError, match=r"params\[1\]\['b'\] contains NaN \(1 of 2"):
+        f(model, _bad_params(params, 1, "b", params[1]["b"].at[0].set(jnp.nan)), x, y)
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] contains Inf"):
+        f(model, _bad_params(params, 0, "W", params[0]["W"].at[0, 0].set(jnp.inf)), x, y)
+    with pytest.raises(TypeError, match="x must be a real array, got dtype complex128"):
+        f(model, params, x.astype(jnp.complex128), y)
 
 
 @pytest.mark.parametrize("entry", ["loss", "backprop", "value_and_grad", "check_gradients"])
@@ -227,6 +235,29 @@ def test_every_gradient_entry_point_checks_y(entry, setup):
         f(model, params, x, jnp.ones((5, 3)))
     with pytest.raises(ValueError, match="y contains NaN"):
         f(model, params, x, jnp.full((5, 2), jnp.nan))
+    onehot = jax.nn.one_hot(y, 2, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"y\[0, 1\] = -1.0 is negative"):
+        f(model, params, x, onehot.at[0].set(jnp.array([2.0, -1.0])))
+    with pytest.raises(ValueError, match="row 3 sums to 0.5"):
+        f(model, params, x, onehot.at[3].set(jnp.array([0.25, 0.25])))
+    with pytest.raises(TypeError, match="y must be a real array, got dtype complex"):
+        f(model, params, x, onehot + 0j)
+
+
+def test_cce_targets_in_their_own_dtype_are_checked_before_any_cast():
+    """Without x64 an int64 label 2³² would wrap to 0 in a cast to int32."""
+    model = jm.MLP((3, 3), output="softmax", loss="cce")
+    with jax.enable_x64(False):
+        params = jm.init_params(jax.random.key(0), model)
+        x = np.ones((3, 3), np.float32)
+        for labels in (np.array([0, 1, 2**32], np.int64), [0, 1, 2**32],
+                       np.array([0, 1, 2**31], np.uint64)):
+            with pytest.raises(ValueError, match=r"outside \[0, 3\): min 0, max 2147483648|"
+                                                 r"outside \[0, 3\): min 0, max 4294967296"):
+                jm.loss(model, params, x, labels)
+        soft = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, 3)))  # float32 rows
+        assert np.isfinite(float(jm.loss(model, params, x, soft)))
+        assert np.isfinite(float(jm.loss(model, params, x, np.array([0, 1, 2], np.int64))))
 
 
 def test_y_shapes_accepted():
@@ -268,3 +299,13 @@ def test_training_extras_are_checked():
         jm.forward(drop, params, x, state=jm.init_state(bn))
     with pytest.raises(ValueError, match=r"state\[0\]\['mean'\] must have shape \(4,\)"):
         jm.forward(bn, p_bn, x, state=[{"mean": jnp.zeros(3), "var": jnp.ones(4)}])
+    with pytest.raises(ValueError, match=r"state\[0\]\['var'\] contains NaN"):
+        jm.forward(bn, p_bn, x, state=[{"mean": jnp.zeros(4), "var": jnp.ones(4).at[2].set(jnp.nan)}])
+    with pytest.raises(ValueError, match=r"state\[0\]\['var'\] holds a negative running variance"):
+        jm.forward(bn, p_bn, x, state=[{"mean": jnp.zeros(4), "var": -jnp.ones(4)}])
+
+
+def test_init_params_refuses_a_model_larger_than_memory():
+    with pytest.raises(ValueError, match=r"need 4,000,004,000,000 bytes .* more than the"):
+        jm.init_params(jax.random.key(0), jm.MLP((10**6, 10**6)), dtype=jnp.float32)
+    assert jm.model.param_bytes(jm.MLP((3, 4, 2)), jnp.float32) == 4 * (12 + 4 + 8 + 2)

@@ -552,3 +552,69 @@ BAD = [
 def test_bad_hyperparameters_raise(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# ----------------------------------------------------------------- hostile hyperparameters
+
+@pytest.mark.parametrize("schedule,error,match", [
+    (lambda c: jnp.full(3, 0.1), ValueError, r"must return a scalar rate, got an array of shape \(3,\)"),
+    (lambda c: jnp.nan, ValueError, "returned nan at count 0"),
+    (lambda c: jnp.inf, ValueError, "returned inf at count 0"),
+    (lambda c: -0.1, ValueError, "returned -0.1 at count 0: rates must be finite and >= 0"),
+    (lambda c: "fast", TypeError, "must return a number"),
+    (lambda c: jnp.asarray(0.1 + 0j), TypeError, "must return a real number"),
+])
+def test_bad_schedules_are_refused_when_the_optimizer_is_built(schedule, error, match):
+    for make in (optim.sgd, optim.adam, optim.rmsprop):
+        with pytest.raises(error, match=match):
+            make(schedule)
+
+
+def test_a_traced_bad_rate_becomes_a_nan_update():
+    """Under jit a rate is only known at run time: NaN, Inf or negative gives a NaN
+    update, which fit's guard catches at that step (tested in test_train)."""
+    opt = optim.sgd(lambda c: jnp.where(c < 1, 0.5, -0.5))
+    params = {"w": jnp.ones(2)}
+    update = jax.jit(opt.update)
+    state = opt.init(params)
+    u, state = update(params, state)
+    np.testing.assert_allclose(u["w"], -0.5)
+    u, state = update(params, state)
+    assert bool(jnp.all(jnp.isnan(u["w"])))
+    with pytest.raises(ValueError, match="must return a scalar rate"):
+        jax.jit(optim.sgd(lambda c: jnp.where(c < 0, jnp.ones(2), 0.1)).update)(params, state)
+
+
+@pytest.mark.parametrize("make,other", [
+    (lambda: optim.adam(1e-3), lambda: optim.sgd(0.1)),
+    (lambda: optim.sgd(0.1), lambda: optim.adam(1e-3)),
+    (lambda: optim.rmsprop(0.1), lambda: optim.adagrad(0.1)),
+    (lambda: optim.adagrad(0.1), lambda: optim.rmsprop(0.1)),
+    (lambda: optim.adamw(0.1), lambda: optim.sgd(0.1)),
+    (lambda: optim.clip_by_global_norm(1.0), lambda: optim.sgd(0.1)),
+    (lambda: optim.chain(optim.sgd(0.1)), lambda: optim.sgd(0.1)),
+])
+def test_an_update_refuses_another_optimizers_state(make, other):
+    params = {"W": jnp.ones((2, 2))}
+    with pytest.raises(TypeError, match="another optimizer|tuple of their"):
+        make().update(params, other().init(params), params)
+
+
+def test_describe_names_type_and_every_hyperparameter():
+    d = optim.describe(optim.adam(1e-3))
+    assert d == {"name": "adam", "args": {"learning_rate": 0.001, "b1": 0.9, "b2": 0.999,
+                                          "eps": 1e-8, "eps_root": 0.0}}
+    assert optim.describe(optim.adam(1e-3, b1=0.8)) != d
+    sched = optim.describe(optim.sgd(optim.exponential_decay(0.1, 0.5, 10)))
+    assert sched["args"]["learning_rate"] == {
+        "name": "exponential_decay",
+        "args": {"init_value": 0.1, "decay_rate": 0.5, "transition_steps": 10, "staircase": False}}
+    chained = optim.describe(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)))
+    assert [t["name"] for t in chained["args"]["transforms"]] == ["clip_by_global_norm", "adam"]
+    a = optim.describe(optim.sgd(lambda c: 0.1))
+    b = optim.describe(optim.sgd(lambda c: 0.2))
+    assert a["args"]["learning_rate"]["callable"].endswith("<lambda>") and a != b
+    arr = optim.describe(optim.sgd(jnp.asarray(0.1)))["args"]["learning_rate"]
+    assert arr["array"] == [] and len(arr["sha256"]) == 64
+    import json
+    json.dumps([d, sched, chained, a, arr])  # stored in checkpoints

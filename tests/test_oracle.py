@@ -7,8 +7,11 @@ referee must pass the correct one, and locate and name each planted mistake.
 import json
 import pathlib
 import re
+import signal
 import subprocess
 import sys
+import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +21,8 @@ import pytest
 import jaxmlp as jm
 from jaxmlp import oracle
 from tests import lane
+from tests.test_checkpoint import (NOT_REGULAR, bounded, deflated_zeros, not_regular, npy_header,
+                                   write_zip)
 
 M = 7  # batch size: not 2 or 3, so m, K and 2 are distinguishable factors
 
@@ -624,6 +629,66 @@ def test_cli_unusable_input(tmp_path, capsys, case, match):
     assert oracle.main([path] + flags) == 2
     err = capsys.readouterr().err
     assert re.search(match, err), err
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+@pytest.mark.parametrize("kind", list(NOT_REGULAR))
+def test_cli_opens_only_regular_files(tmp_path, capsys, kind):
+    path = not_regular(tmp_path, kind)
+    with bounded(seconds=2):
+        assert oracle.main([path] + COURSE_FLAGS) == 2
+    err = capsys.readouterr().err
+    assert re.search(re.escape(f"error: {path} is ") + NOT_REGULAR[kind] + ", not a regular file",
+                     err), err
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM")
+def test_cli_refuses_zip_bombs_before_reading(tmp_path, capsys):
+    """A 2 MB .npz whose X.npy inflates to 2 GiB, and three 400 MiB members: refused from the
+    sizes the zip declares (at most 512 MiB an array, 1 GiB in all), before inflating."""
+    good = _save(tmp_path / "good.npz", COURSE, "features_first")
+    with zipfile.ZipFile(good) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+
+    def bomb(n_mib):    # a float64 .npy of n_mib MiB of zeros, deflated (CRC left at 0)
+        header = npy_header(np.float64, (n_mib * 2**17,))
+        return deflated_zeros(header, n_mib), len(header) + n_mib * 2**20, 0
+
+    def check(replaced):
+        path = write_zip(tmp_path / "bomb.npz", [(n, *replaced.pop(n)) if n in replaced
+                                                 else (n, b) for n, b in members.items()]
+                         + [(n, *m) for n, m in replaced.items()])
+        with bounded():
+            code = oracle.main([path] + COURSE_FLAGS)
+        return code, capsys.readouterr()
+
+    code, out = check({"X.npy": bomb(2048)})
+    assert code == 2 and re.search(r"cannot read .*bomb.npz: member 'X.npy' declares 2147483776 "
+                                   r"bytes uncompressed, more than the 512 MiB", out.err), out.err
+    code, out = check({"X.npy": bomb(400), "Y.npy": bomb(400), "W1.npy": bomb(400)})
+    assert code == 2 and re.search(r"member '(X|Y|W1).npy' brings the arrays' declared "
+                                   r"uncompressed size to \d+ bytes, more than the 1 GiB",
+                                   out.err), out.err
+    # a lying entry: the size of the real X, a stream that inflates to 2 GiB; reading stops
+    # at the declared size and the CRC gives it away
+    x = members["X.npy"]
+    code, out = check({"X.npy": (deflated_zeros(x[:-8 * COURSE.X.size], 2048), len(x),
+                                 zlib.crc32(x))})
+    assert code == 2 and "member 'X.npy' is not a readable .npy array (BadZipFile: Bad CRC" \
+        in out.err, out.err
+    # a member jaxmlp check does not use is never read
+    code, out = check({"junk.npy": bomb(2048)})
+    assert code == 0 and "ignoring keys ['junk']" in out.err, out.err
+
+
+def test_cli_refuses_pickles_and_single_arrays(tmp_path, capsys):
+    np.savez(tmp_path / "p.npz", X=np.array([{}, None], dtype=object))
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    for name, match in (("p.npz", "member 'X.npy' holds a pickled object array"),
+                        ("a.npy", r"holds a single array \(.npy\)")):
+        assert oracle.main([str(tmp_path / name)] + COURSE_FLAGS) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err), err
 
 
 def test_python_m_subprocess(tmp_path):

@@ -100,6 +100,88 @@ def _oracle_cli(tmp, argv_of):
     raise SystemExit(f"exit {code}: {err.getvalue().strip()}")
 
 
+def _fifo(tmp):
+    import os
+    path = tmp / "pipe.npz"
+    os.mkfifo(path)
+    return str(path)
+
+
+def _within(seconds, f):
+    """f(), ended by TimeoutError after `seconds` instead of hanging (a FIFO opened for
+    reading blocks until a writer comes)."""
+    import signal
+
+    def timeout(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return f()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _bomb_zip(path, members, bombs):
+    """A zip of `members` ({name: bytes}, stored), except that each name in `bombs` is
+    deflated as its bytes followed by 2 GiB of zeros, in about 2 MB: after a full flush one
+    compressed MiB of zeros is the same bytes every time, so it is repeated, not recomputed.
+    Written by hand, as zipfile would spend seconds compressing 2 GiB."""
+    import struct
+    import zlib
+    body, central = bytearray(), bytearray()
+    for name, data in members.items():
+        if name in bombs:
+            c = zlib.compressobj(9, zlib.DEFLATED, -15)
+            head = c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+            mib = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+            payload, size, crc, method = head + mib * 2048 + c.flush(), len(data) + 2**31, 0, 8
+        else:
+            payload, size, crc, method = data, len(data), zlib.crc32(data), 0
+        n = name.encode()
+        common = (0, method, 0, 0x21, crc, len(payload), size, len(n))
+        central += struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, 20, 0, *common,
+                               0, 0, 0, 0, 0, len(body)) + n
+        body += struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, *common, 0) + n + payload
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members),
+                      len(central), len(body), 0)
+    path.write_bytes(bytes(body + central + end))
+    return path
+
+
+def _bomb_ckpt(tmp, member):
+    """_ckpt's file with `member` inflating to 2 GiB more than its manifest entry allows."""
+    with zipfile.ZipFile(_ckpt(tmp)) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    return _bomb_zip(tmp / "bomb.npz", members, {member})
+
+
+def _bomb_npz(tmp):
+    """A 2 MB .npz for `jaxmlp check` whose X.npy (float64, 2**28 values) inflates to 2 GiB."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (2**28,)})
+    return str(_bomb_zip(tmp / "bomb.npz", {"X.npy": header.getvalue()}, {"X.npy"}))
+
+
+def _diverged_ckpt(tmp):
+    call = lambda: jm.fit(REG, PR, optim.sgd(1e36), XR * 100, YR * 1e6, epochs=2,  # noqa: E731
+                          batch_size=None, key=jax.random.key(0), checkpoint_dir=tmp)
+    with pytest.raises(jm.DivergenceError):
+        call()
+    return call()
+
+
+def _resume_other(tmp, **change):
+    args = dict(opt=optim.adam(1e-3), y=YR)
+    jm.fit(REG, PR, args["opt"], XR, args["y"], epochs=1, batch_size=4, key=jax.random.key(0),
+           checkpoint_dir=tmp)
+    args.update(change)
+    return jm.fit(REG, PR, args["opt"], XR, args["y"], epochs=1, batch_size=4,
+                  key=jax.random.key(0), checkpoint_dir=tmp)
+
+
 ROWS = [
     # model configuration
     Row("MLP", "`sizes=(3,)`: fewer than two sizes", lambda t: jm.MLP((3,)), ValueError,
@@ -139,6 +221,18 @@ ROWS = [
     Row("params", "an integer weight matrix",
         lambda t: jm.loss(M, _with(P, 1, "W", P[1]["W"].astype(jnp.int32)), X, Y), TypeError,
         r"params\[1\]\['W'\] must be a float array"),
+    Row("params", "a tuple of layers instead of a list", lambda t: jm.loss(M, tuple(P), X, Y),
+        TypeError, "params must be a list of 2 dicts .* got tuple"),
+    Row("params", "NaN in a weight matrix (initial params of `fit`, or any call)",
+        lambda t: jm.fit(REG, _with(PR, 0, "W", PR[0]["W"].at[1, 2].set(jnp.nan)), optim.sgd(0.1),
+                         XR, YR, epochs=1, batch_size=4, key=jax.random.key(0)),
+        ValueError, r"params\[0\]\['W'\] contains NaN"),
+    Row("params", "Inf in a bias", lambda t: jm.forward(M, _with(P, 1, "b", P[1]["b"].at[0].set(jnp.inf)), X),
+        ValueError, r"params\[1\]\['b'\] contains Inf"),
+    Row("init_params", "a model whose weights do not fit in memory (`sizes=(10**6, 10**6)`)",
+        lambda t: jm.init_params(jax.random.key(0), jm.MLP((10**6, 10**6)), dtype=jnp.float32),
+        ValueError,
+        "need 4,000,004,000,000 bytes"),
     Row("params", "an unexpected leaf (`gamma` without `norm`)",
         lambda t: jm.loss(M, _with(P, 0, "gamma", P[0]["b"]), X, Y), ValueError,
         r"params\[0\] must have keys \['W', 'b'\]"),
@@ -149,6 +243,8 @@ ROWS = [
         r"x must be 2-D \(batch, n_in=3\)"),
     Row("x", "an integer x", lambda t: jm.forward(M, P, jnp.ones((5, 3), jnp.int32)), TypeError,
         "x must be a float array"),
+    Row("x", "complex x", lambda t: jm.forward(M, P, X.astype(jnp.complex64)), TypeError,
+        "x must be a real array, got dtype complex64"),
     Row("x", "NaN in x", lambda t: jm.forward(M, P, X.at[1, 1].set(jnp.nan)), ValueError,
         "x contains NaN or Inf"),
     Row("y", "y with another batch size than x", lambda t: jm.loss(M, P, X, Y[:4]), ValueError,
@@ -163,6 +259,28 @@ ROWS = [
         lambda t: jm.loss(jm.MLP((3, 1), output="sigmoid", loss="bce"),
                           jm.init_params(jax.random.key(0), jm.MLP((3, 1), output="sigmoid", loss="bce")),
                           X, jnp.full((5, 1), 2.0)), ValueError, r"y must lie in \[0, 1\]"),
+    Row("y", "cce int64 label 2³² (would wrap to 0 as int32)",
+        lambda t: _without_x64(lambda: jm.loss(M, P, np.ones((3, 3), np.float32),
+                                               np.array([0, 1, 2**32], np.int64))),
+        ValueError, r"class labels outside \[0, 2\): min 0, max 4294967296"),
+    Row("y", "cce one-hot targets with a negative entry",
+        lambda t: jm.loss(M, P, X, np.array([[2.0, -1.0]] + [[1.0, 0.0]] * 4)), ValueError,
+        r"y\[0, 1\] = -1.0 is negative"),
+    Row("y", "cce probability rows that do not sum to 1",
+        lambda t: jm.loss(M, P, X, np.array([[0.5, 0.4]] + [[1.0, 0.0]] * 4)), ValueError,
+        "row 0 sums to 0.9"),
+    Row("y", "complex y", lambda t: jm.loss(REG, PR, XR, YR.astype(np.complex64)), TypeError,
+        "y must be a real array, got dtype complex64"),
+    Row("inference mode", "NaN in batch-norm running variance",
+        lambda t: jm.forward(jm.MLP((3, 4, 1), norm="batch"),
+                             jm.init_params(jax.random.key(0), jm.MLP((3, 4, 1), norm="batch")), XR,
+                             state=[{"mean": jnp.zeros(4), "var": jnp.full(4, jnp.nan)}]),
+        ValueError, r"state\[0\]\['var'\] contains NaN"),
+    Row("inference mode", "a negative batch-norm running variance",
+        lambda t: jm.forward(jm.MLP((3, 4, 1), norm="batch"),
+                             jm.init_params(jax.random.key(0), jm.MLP((3, 4, 1), norm="batch")), XR,
+                             state=[{"mean": jnp.zeros(4), "var": -jnp.ones(4)}]),
+        ValueError, r"state\[0\]\['var'\] holds a negative running variance"),
     Row("training mode", "dropout > 0 and no key",
         lambda t: jm.value_and_grad(jm.MLP((3, 4, 1), dropout=0.5), PR, XR, YR), ValueError,
         r"needs a PRNG key: pass key=jax.random.key\(seed\)"),
@@ -181,6 +299,18 @@ ROWS = [
         "eps must be"),
     Row("optim", "`adamw(1e-3, weight_decay=-1.0)`", lambda t: optim.adamw(1e-3, weight_decay=-1.0),
         ValueError, "weight_decay must be"),
+    Row("optim", "a schedule returning a vector", lambda t: optim.adam(lambda c: jnp.ones(3)),
+        ValueError, r"schedule must return a scalar rate, got an array of shape \(3,\)"),
+    Row("optim", "a schedule returning NaN, Inf or a negative rate",
+        lambda t: optim.sgd(lambda c: -0.1), ValueError,
+        "schedule returned -0.1 at count 0: rates must be finite and >= 0"),
+    Row("optim", "an opt_state of another optimizer",
+        lambda t: optim.adam(1e-3).update(PR, optim.sgd(0.1).init(PR), PR), TypeError,
+        "adam's update needs the AdamState .* got SgdState"),
+    Row("optim", "`make_train_step`'s step given another optimizer's opt_state",
+        lambda t: jm.make_train_step(REG, optim.adam(1e-3), donate=False)(
+            PR, optim.sgd(0.1).init(PR), XR, YR), TypeError,
+        "opt_state does not belong to this optimizer"),
     Row("optim", "`clip_by_global_norm(0.0)`", lambda t: optim.clip_by_global_norm(0.0), ValueError,
         "max_norm"),
     # training
@@ -198,11 +328,28 @@ ROWS = [
                          key=jax.random.key(0),
                          mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))),
         ValueError, "mesh must have an axis named 'data'"),
+    Row("fit", "a learning rate that overflows the params' dtype (`sgd(1e39)`, float32)",
+        lambda t: jm.fit(REG, PR, optim.sgd(1e39), XR, YR, epochs=1, batch_size=4,
+                         key=jax.random.key(0)), ValueError,
+        "sgd's learning_rate = .* overflows the parameters' dtype float32"),
+    Row("fit", "one full-batch update that overflows (`sgd(1e36)`, epochs=1)",
+        lambda t: jm.fit(REG, PR, optim.sgd(1e36), XR * 100, YR * 1e6, epochs=1,
+                         batch_size=None, key=jax.random.key(0)), jm.DivergenceError,
+        r"training diverged at epoch 0, step 0: non-finite update"),
+    Row("fit", "a resume with another optimizer or hyperparameters",
+        lambda t: _resume_other(t, opt=optim.adam(3e-3)), ValueError,
+        r"optimizer: adam\(learning_rate=0.001, .* in the checkpointed run, "
+        r"adam\(learning_rate=0.003, .* now"),
+    Row("fit", "a resume with other data of the same shape",
+        lambda t: _resume_other(t, y=YR + 1), ValueError,
+        "y: same shape and dtype, other values"),
+    Row("fit", "a second call on the folder of a run that diverged", _diverged_ckpt,
+        jm.DivergenceError, "diverged before, as recorded in checkpoint_dir"),
     Row("fit", "a learning rate that makes the loss explode",
         lambda t: jm.fit(jm.MLP((3, 1)), [{"W": jnp.ones((1, 3)), "b": jnp.zeros(1)}],
                          optim.sgd(1e30), XR * np.arange(8)[:, None], YR, epochs=10,
                          batch_size=4, key=jax.random.key(0)), jm.DivergenceError,
-        r"non-finite loss or gradient at epoch \d+, step \d+"),
+        r"training diverged at epoch \d+, step \d+: non-finite loss"),
     # files
     Row("CSV", "a ragged row", lambda t: jm.data.load_csv(_write(t, "r.csv", "a,b,c\n1,2,3\n4,5\n")),
         ValueError, "line 3"),
@@ -225,6 +372,29 @@ ROWS = [
                                                  dW1=np.ones((2, 3)), db1=np.ones(2)),
                                             "--output", "identity", "--loss", "mse"]),
         SystemExit, "exit 2: .*NaN"),
+    Row("npz (jaxmlp check)", "a 2 MB file whose X.npy inflates to 2 GiB",
+        lambda t: _oracle_cli(t, lambda d: [_bomb_npz(d), "--output", "identity",
+                                            "--loss", "mse"]),
+        SystemExit, r"exit 2: .*member 'X.npy' declares \d+ bytes uncompressed, more than "
+                    r"the 512 MiB"),
+    Row("npz (jaxmlp check)", "a FIFO (named pipe) as the file",
+        lambda t: _within(2, lambda: _oracle_cli(t, lambda d: [_fifo(d), "--output",
+                                                               "identity", "--loss", "mse"])),
+        SystemExit, r"exit 2: .*is a FIFO \(named pipe\), not a regular file"),
+    Row("checkpoint", "a directory as the path", lambda t: jm.checkpoint.load(t),
+        jm.checkpoint.CheckpointError, "is a directory, not a regular file"),
+    Row("checkpoint", "a FIFO (named pipe) as the path",
+        lambda t: _within(2, lambda: jm.checkpoint.load(_fifo(t))),
+        jm.checkpoint.CheckpointError, r"is a FIFO \(named pipe\), not a regular file"),
+    Row("checkpoint", "an array member that inflates to 2 GiB (a 2 MB zip bomb)",
+        lambda t: jm.checkpoint.load(_bomb_ckpt(t, "params/0/W.npy")),
+        jm.checkpoint.CheckpointError,
+        r"member 'params/0/W.npy' declares \d+ bytes uncompressed, but the manifest's "
+        r"float32 \(4, 3\) is 48 bytes"),
+    Row("checkpoint", "a `meta.json` that inflates to 2 GiB",
+        lambda t: jm.checkpoint.load(_bomb_ckpt(t, "meta.json")),
+        jm.checkpoint.CheckpointError, r"member 'meta.json' declares \d+ bytes uncompressed, "
+                                       r"more than the 64 MiB"),
     Row("checkpoint", "a truncated file", lambda t: jm.checkpoint.load(_truncated(t)),
         jm.checkpoint.CheckpointError, "truncated or corrupted"),
     Row("checkpoint", "a flipped byte", lambda t: jm.checkpoint.load(_flipped(t)),

@@ -205,7 +205,8 @@ def test_divergence_is_reported_and_params_stay_finite(reg):
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(err.params))
     p, h = jm.fit(model, params, huge, x, y * 1e3, epochs=10, batch_size=16,
                   key=jax.random.key(0), on_divergence="stop")
-    assert h["diverged"] == {"epoch": err.epoch, "step": err.step}
+    assert h["diverged"] == {"epoch": err.epoch, "step": err.step, "cause": 1,
+                             "what": jm.train.CAUSES[1]} and err.cause == jm.train.CAUSES[1]
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(p))
 
 
@@ -290,3 +291,150 @@ def test_without_patience_fit_returns_the_last_epoch_not_the_best():
     assert h["best_epoch"] == int(np.argmin(h["val_loss"])) < 59  # it over-fits
     val = float(jm.loss(model, p, xv, yv, train=False))
     assert val == pytest.approx(h["val_loss"][-1], rel=1e-12)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+@pytest.fixture(scope="module")
+def tiny32():
+    """A float32 linear model whose data make single updates overflow."""
+    model = jm.MLP((3, 1))
+    params = [{"W": jnp.zeros((1, 3), jnp.float32), "b": jnp.zeros(1, jnp.float32)}]
+    x = np.full((8, 3), 100.0, np.float32)
+    y = np.full((8, 1), 1e6, np.float32)
+    return model, params, x, y
+
+
+def _finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree_util.tree_leaves(tree)
+               if jnp.issubdtype(a.dtype, jnp.inexact))
+
+
+@pytest.mark.parametrize("epochs", [1, 4])
+def test_an_update_that_overflows_is_caught_at_its_own_step(tiny32, epochs):
+    """One full-batch sgd(1e36) step: loss and gradient are finite, the update is not."""
+    model, params, x, y = tiny32
+    with pytest.raises(DivergenceError, match="epoch 0, step 0: non-finite update") as e:
+        jm.fit(model, params, optim.sgd(1e36), x, y, epochs=epochs, batch_size=None,
+               key=jax.random.key(0))
+    err = e.value
+    assert (err.epoch, err.step) == (0, 0)
+    chex.assert_trees_all_equal(err.params, params)  # the bad step was not applied
+    p, h = jm.fit(model, params, optim.sgd(1e36), x, y, epochs=epochs, batch_size=None,
+                  key=jax.random.key(0), on_divergence="stop")
+    assert _finite(p) and h["diverged"]["step"] == 0 and h["diverged"]["cause"] == 3
+
+
+def test_an_optimizer_state_that_overflows_is_divergence(tiny32):
+    """adam's v = g² overflows float32 while g, the loss and the update (m/√∞ = 0) stay
+    finite: without the state check training would silently stall forever."""
+    model, params, x, _ = tiny32
+    x, y = np.full((8, 3), 1e16, np.float32), np.full((8, 1), 1e5, np.float32)
+    p, h = jm.fit(model, params, optim.adam(1e-3), x, y, epochs=2, batch_size=None,
+                  key=jax.random.key(0), on_divergence="stop")
+    assert h["diverged"] == {"epoch": 0, "step": 0, "cause": 5, "what": train.CAUSES[5]}
+    chex.assert_trees_all_equal(p, params)
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -1e-3])
+def test_a_schedule_that_turns_bad_is_caught_at_that_step(tiny32, bad):
+    model, params, x, _ = tiny32
+    y = np.ones((8, 1), np.float32)
+    schedule = lambda count: jnp.where(count < 3, 1e-6, bad)  # noqa: E731
+    p, h = jm.fit(model, params, optim.sgd(schedule), x, y, epochs=2, batch_size=2,
+                  key=jax.random.key(0), on_divergence="stop")
+    assert (h["diverged"]["epoch"], h["diverged"]["step"], h["diverged"]["cause"]) == (0, 3, 3)
+    assert _finite(p) and h["epochs_run"] == 0
+
+
+def test_a_large_finite_loss_is_not_divergence(tiny32):
+    model, params, x, _ = tiny32
+    y = np.full((8, 1), 1e15, np.float32)  # loss ≈ 1e30, finite
+    p, h = jm.fit(model, params, optim.sgd(1e-12), x, y, epochs=1, batch_size=None,
+                  key=jax.random.key(0))
+    assert "diverged" not in h and h["train_loss"][0] > 1e29 and _finite(p)
+
+
+def test_nonfinite_or_overflowing_starts_are_refused_before_training(tiny32):
+    model, params, x, y = tiny32
+    nan = [{"W": params[0]["W"].at[0, 1].set(jnp.nan), "b": params[0]["b"]}]
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] contains NaN"):
+        jm.fit(model, nan, optim.sgd(0.1), x, y, epochs=1, batch_size=None, key=jax.random.key(0))
+    inf = [{"W": params[0]["W"], "b": params[0]["b"].at[0].set(-jnp.inf)}]
+    with pytest.raises(ValueError, match=r"params\[0\]\['b'\] contains Inf"):
+        jm.fit(model, inf, optim.sgd(0.1), x, y, epochs=1, batch_size=None, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="sgd's learning_rate = 1e\\+39 overflows .* float32"):
+        jm.fit(model, params, optim.sgd(1e39), x, y, epochs=1, batch_size=None,
+               key=jax.random.key(0))
+    with pytest.raises(ValueError, match="chain → sgd's learning_rate"):
+        jm.fit(model, params, optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(1e39)),
+               x, y, epochs=1, batch_size=None, key=jax.random.key(0))
+
+
+def test_train_step_refuses_another_optimizers_state(reg):
+    model, params, x, y = reg
+    step = jm.make_train_step(model, optim.adam(1e-3), donate=False)
+    with pytest.raises(TypeError, match="opt_state does not belong to this optimizer"):
+        step(params, optim.sgd(0.1, momentum=0.9).init(params), x[:8], y[:8])
+    other = jm.init_params(jax.random.key(0), jm.MLP((3, 16, 1), activation="tanh"))
+    with pytest.raises(TypeError, match="opt_state does not belong"):
+        step(params, optim.adam(1e-3).init(other), x[:8], y[:8])
+
+
+# --------------------------------------------------------------------------- resume fingerprint
+
+@pytest.fixture(scope="module")
+def resumable(tiny32):
+    model, params, x, _ = tiny32
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 3)).astype(np.float32)
+    y = rng.standard_normal((8, 1)).astype(np.float32)
+    return model, params, x, y
+
+
+def _fit_ckpt(setup, folder, opt, x=None, y=None, **kw):
+    model, params, x0, y0 = setup
+    return jm.fit(model, params, opt, x0 if x is None else x, y0 if y is None else y,
+                  epochs=2, batch_size=4, key=jax.random.key(0), checkpoint_dir=folder, **kw)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(opt=optim.adam(2e-3)), r"optimizer: adam\(learning_rate=0.001.* adam\(learning_rate=0.002"),
+    (dict(opt=optim.adam(1e-3, b1=0.8)), r"b1=0.9.*b1=0.8"),
+    (dict(opt=optim.sgd(1e-3)), r"optimizer: adam\(.*in the checkpointed run, sgd\(.*now"),
+    (dict(y="shifted"), r"y: same shape and dtype, other values"),
+    (dict(x="shuffled"), r"x: same shape and dtype, other values"),
+    (dict(validation=True), r"validation x: absent in the checkpointed run, given now"),
+])
+def test_resume_refuses_a_changed_run_and_names_what_changed(resumable, tmp_path, change, match):
+    model, params, x, y = resumable
+    p0, h0 = _fit_ckpt(resumable, tmp_path, optim.adam(1e-3))
+    kw = {}
+    opt = change.get("opt", optim.adam(1e-3))
+    if change.get("y") == "shifted":
+        kw["y"] = y + 1
+    if change.get("x") == "shuffled":
+        kw["x"] = x[::-1].copy()
+    if change.get("validation"):
+        kw["validation"] = (x, y)
+    with pytest.raises(ValueError, match=match) as e:
+        _fit_ckpt(resumable, tmp_path, opt, **kw)
+    assert "another checkpoint_dir" in str(e.value)
+    p1, h1 = _fit_ckpt(resumable, tmp_path, optim.adam(1e-3))  # the same call still resumes
+    chex.assert_trees_all_equal(p0, p1)
+    assert h1["train_loss"] == h0["train_loss"]
+
+
+def test_a_diverged_run_stays_diverged_when_called_again(tiny32, tmp_path):
+    model, params, x, y = tiny32
+    call = lambda **kw: jm.fit(model, params, optim.sgd(1e36), x, y, epochs=3,  # noqa: E731
+                               batch_size=None, key=jax.random.key(0), checkpoint_dir=tmp_path,
+                               **kw)
+    with pytest.raises(DivergenceError) as first:
+        call()
+    with pytest.raises(DivergenceError, match="diverged before, as recorded") as again:
+        call()
+    assert (again.value.epoch, again.value.step) == (first.value.epoch, first.value.step)
+    chex.assert_trees_all_equal(again.value.params, first.value.params)
+    p, h = call(on_divergence="stop")
+    assert h["diverged"]["step"] == first.value.step and _finite(p)
