@@ -105,6 +105,7 @@ def _load(args) -> _Data:
     if args.csv:
         target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         table = data.load_csv(args.csv, target=target)
+        _check_finite(table, args.csv)
         task = args.task
         y = table.y
         if task is None:
@@ -112,6 +113,10 @@ def _load(args) -> _Data:
             task = "classification" if whole and len(np.unique(y)) <= 20 else "regression"
         if task == "classification":
             codes, classes = data.encode_labels(y)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"{args.csv}: the target (y) column {table.target_name!r} holds only one "
+                    f"class, {classes[0]:g}; classification needs at least two")
             return _Data(Path(args.csv).stem, table.x, codes, task, len(classes), classes)
         return _Data(Path(args.csv).stem, table.x, y.reshape(-1, 1), task)
     name = args.dataset or "spirals"
@@ -128,6 +133,18 @@ def _load(args) -> _Data:
         return _Data(name, table.x, table.y.reshape(-1, 1), "regression")
     x, y = data.digits(path=path)
     return _Data(name, x, y, "classification", 10, list(range(10)))
+
+
+def _check_finite(table, path):
+    """NaN or Inf in a CSV column: say which column (the target is y) and which row."""
+    for values, names, what in ((table.y[:, None], (table.target_name,), "target (y)"),
+                                (table.x, table.feature_names, "feature (x)")):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{path}: the {what} column {names[col]!r} holds {values[row, col]} in data "
+                f"row {row + 1}; remove or fill such rows first")
 
 
 def _optimizer(args):
@@ -222,7 +239,7 @@ def _plot(history, path: Path):
 
 
 def _check_args(args):
-    """The numeric flags, checked before any data is loaded."""
+    """The numeric flags and --out, checked before any data is loaded."""
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"{name} must be a positive int, got {getattr(args, name)}")
@@ -232,6 +249,9 @@ def _check_args(args):
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
+    if args.out is not None and os.path.lexists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder to write "
+                         f"model.ckpt, history.json and metrics.json into")
 
 
 def run_train(args) -> int:

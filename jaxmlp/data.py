@@ -31,10 +31,12 @@ each split accepts up to its rounded size).  So every split holds each class wit
 example of its exact proportional share, and split sizes are within one of n·f_s.
 
 Files.  :func:`load_csv` reads any delimited table (``,`` ``;`` or tab, detected), plain or
-gzip-compressed.  :func:`wine_quality` and :func:`digits` look for their file in ``path``,
-then in the folder ``$JAXMLP_DATA``, then in the cache folder ``$JAXMLP_CACHE`` (default
-``~/.cache/jaxmlp``); Wine Quality is downloaded from UCI into the cache when absent (and
-its SHA-256 checked), digits never is.
+gzip-compressed, streaming: blocks of whole lines, plain decimals parsed by vectorised
+integer arithmetic (exactly as ``float`` parses them), memory near the result's size, gzip
+output bounded (``max_bytes``).  :func:`wine_quality` and :func:`digits` look for their
+file in ``path``, then in the folder ``$JAXMLP_DATA``, then in the cache folder
+``$JAXMLP_CACHE`` (default ``~/.cache/jaxmlp``); Wine Quality is downloaded from UCI into
+the cache when absent (and its SHA-256 checked), digits never is.
 """
 from __future__ import annotations
 
@@ -43,12 +45,17 @@ import gzip
 import hashlib
 import http.client
 import io
+import itertools
 import math
 import numbers
 import os
+import re
+import stat
+import sys
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -77,6 +84,8 @@ __all__ = [
     "DIGITS_SHA256",
     "DIGITS_URL",
     "DOWNLOAD_TIMEOUT",
+    "GZIP_MAX_BYTES",
+    "GZIP_MAX_RATIO",
 ]
 
 _UCI = "https://archive.ics.uci.edu/ml/machine-learning-databases/wine-quality"
@@ -283,22 +292,140 @@ def sine(n=200, noise=0.1, seed=0, *, dtype=np.float32):
 
 _DELIMITERS = ("\t", ";", ",")  # in order of preference when several fit
 _SNIFF_LINES = 50
+_BLOCK_BYTES = 1 << 19  # read and parsed at a time (extended to the end of its last line)
+
+GZIP_MAX_BYTES = 4 << 30
+"""The most bytes a gzip CSV may expand to under ``load_csv(max_bytes="auto")``."""
+GZIP_MAX_RATIO = 500
+"""Past 64 MiB, a gzip CSV may expand at most this many times its compressed size under
+``max_bytes="auto"``.  Deflate's ceiling is about 1032×; gzip bombs (runs of one byte or
+of ``0,``) reach 600–1000×; numeric tables compress 2–50× and even one-hot ones ~400×."""
+_GZIP_FLOOR = 64 << 20
 
 
-def _read_text(path: Path) -> str:
+def _gzip_limit(max_bytes, compressed: int):
+    if max_bytes is None:
+        return None
+    if max_bytes == "auto":
+        return min(GZIP_MAX_BYTES, max(_GZIP_FLOOR, GZIP_MAX_RATIO * compressed))
+    return max_bytes
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular_file(path) -> os.stat_result:
+    """``os.stat(path)``, refusing anything but an existing regular file (without opening it:
+    opening a FIFO would block).  FileNotFoundError when it does not exist, else ValueError."""
+    path = Path(os.fspath(path))
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {str(path)!r}") from None
-    if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+        raise ValueError(f"{path} is {kind}, not a file")
+    return st
+
+
+class _Source:
+    """A file's bytes as blocks of whole lines, each ending in ``\\n``.
+
+    gzip (``.gz`` suffix or magic bytes) is decompressed as it is read, and its output is
+    counted against ``limit``; ``\\r\\n`` and ``\\r`` line ends become ``\\n``; a leading
+    UTF-8 byte-order mark is dropped.
+    """
+
+    def __init__(self, path: Path, max_bytes):
+        st = _check_regular_file(path)
+        self.path = path
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: not a valid gzip file ({e})") from None
+            self._file = open(path, "rb")
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+        self.gzip = path.suffix == ".gz" or self._file.read(2) == b"\x1f\x8b"
+        self._file.seek(0)
+        self._stream = gzip.GzipFile(fileobj=self._file, mode="rb") if self.gzip else self._file
+        self.compressed = st.st_size
+        self.limit = _gzip_limit(max_bytes, st.st_size) if self.gzip else None
+        self.read_bytes = 0
+
+    def expected_bytes(self) -> float:
+        """The file's size, or for gzip an estimate from the ratio so far."""
+        if not self.gzip:
+            return self.compressed
+        return self.compressed * self.read_bytes / max(1, self._file.tell())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stream.close()
+        self._file.close()
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self._stream.read(size)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{self.path}: not a valid gzip file ({e})") from None
+        self.read_bytes += len(data)
+        if self.limit is not None and self.read_bytes > self.limit:
+            raise ValueError(
+                f"{self.path}: the gzip data expands past {self.limit:,} bytes "
+                f"({self.compressed:,} bytes compressed), which looks like a gzip bomb; "
+                f"pass load_csv(max_bytes=...) a larger limit, or None, to read it anyway"
+            )
+        return data
+
+    def blocks(self, size: int | None = None):
+        """Yields ``(block, line)``: about ``size`` bytes of whole lines, and the 1-based
+        number of the block's first line."""
+        size = size or _BLOCK_BYTES
+        parts, held, line, first = [], b"", 1, True
+        while True:
+            data = self._read(size)
+            if not data:
+                break
+            data = held + data
+            if first:
+                data, first = (data[3:] if data.startswith(b"\xef\xbb\xbf") else data), False
+            held = b""
+            if data.endswith(b"\r"):  # its "\n" may start the next read
+                data, held = data[:-1], b"\r"
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than the block: keep reading
+                parts.append(data)
+                continue
+            parts.append(data[:cut])
+            block = b"".join(parts)
+            parts = [data[cut:]] if cut < len(data) else []
+            yield block, line
+            line += block.count(b"\n")
+        tail = b"".join(parts) + (b"\n" if held else b"")
+        if tail:
+            yield (tail if tail.endswith(b"\n") else tail + b"\n"), line
+
+
+def _decode(block: bytes, path: Path, line: int) -> str:
     try:
-        return raw.decode("utf-8-sig")
+        return block.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e}); is it a CSV file?") from None
+        at = line + block.count(b"\n", 0, e.start)
+        column = e.start - (block.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(
+            f"{path}: line {at}, character {column}: not UTF-8 text ({e.reason}); "
+            f"is it a CSV file?"
+        ) from None
 
 
 def _is_blank(row: list[str]) -> bool:
@@ -311,7 +438,10 @@ def _sniff_delimiter(text: str) -> str:
     sample = "\n".join(text.splitlines()[:_SNIFF_LINES])
     for d in _DELIMITERS:
         rows = csv.reader(io.StringIO(sample, newline=""), delimiter=d, skipinitialspace=True)
-        widths = {len(r) for r in rows if not _is_blank(r)}
+        try:
+            widths = {len(r) for r in rows if not _is_blank(r)}
+        except csv.Error:  # e.g. a field past csv's size limit: d does not split this file
+            continue
         if len(widths) == 1 and widths.pop() > 1:
             return d
     first = next((line for line in text.splitlines() if line.strip()), "")
@@ -319,73 +449,348 @@ def _sniff_delimiter(text: str) -> str:
     return _DELIMITERS[int(np.argmax(counts))] if max(counts) > 0 else ","
 
 
-def load_csv(path, target=-1, *, delimiter=None, header="auto", dtype=np.float32) -> Table:
-    """Reads a numeric delimited table (plain or gzip) into features and a target column.
+class _Layout(NamedTuple):
+    """What every data row is checked against: the file, its delimiter and its columns."""
 
-    Args:
-        path: file to read; gzip is recognised by a ``.gz`` suffix or by its magic bytes.
-        target: the target column, by name (str, needs a header) or by position (int,
-            negative counts from the end).  Every other column is a feature.
-        delimiter: field separator; None detects tab, ``;`` or ``,`` from the first lines.
-        header: True (first row holds the names), False (no names: columns are called
-            ``col0``, ``col1``, …) or ``"auto"``: a header when any cell of the first row
-            is not a number.  Names may be double-quoted; surrounding spaces are dropped.
-        dtype: float dtype of ``x`` and ``y``.
+    path: Path
+    delim: str
+    names: tuple[str, ...]
+    first_line: int  # the line whose width every row must have
 
-    Cells are parsed with Python's ``float`` (so ``1e-3``, ``nan`` and ``inf`` are read);
-    blank lines are skipped; missing values are not supported.
 
-    Returns:
-        :class:`Table` ``(x, y, feature_names, target_name)`` with x (n, d) and y (n,).
+def _ragged(layout: _Layout, line: int, fields: int) -> ValueError:
+    width = len(layout.names)
+    where = (f"column {fields + 1} ({layout.names[fields]!r}) is missing" if fields < width
+             else f"column {width + 1} is one too many")
+    return ValueError(
+        f"{layout.path}: line {line} has {fields} fields, expected {width} "
+        f"(as on line {layout.first_line}; delimiter {layout.delim!r}): {where}"
+    )
 
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: empty file or no data rows; a row whose number of fields differs from
-            the first row's (line number and both counts); a cell that is not a number
-            (line, column, cell); an unknown target name (the available names); a target
-            index out of range; bad ``delimiter``/``header``/``dtype``.
-    """
-    dt = _float_dtype(dtype)
-    if header not in (True, False, "auto"):
-        raise ValueError(f"header must be True, False or 'auto', got {header!r}")
-    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
-        raise ValueError(f"delimiter must be one character or None, got {delimiter!r}")
-    if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
-        raise ValueError(f"target must be a column name (str) or index (int), got {target!r}")
-    path = Path(os.fspath(path))
-    text = _read_text(path)
-    delim = _sniff_delimiter(text) if delimiter is None else delimiter
 
-    rows, lines = [], []
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True)
+def _parse_exact(text: str, line: int, layout: _Layout) -> np.ndarray:
+    """Rows of ``text`` (first line number ``line``) → (r, width) float64 with Python's
+    csv module and ``float``: the reference semantics, and the error for the first bad
+    row or cell."""
+    width = len(layout.names)
+    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delim,
+                        skipinitialspace=True)
     try:
         for row in reader:
-            if not _is_blank(row):
-                rows.append([cell.strip() for cell in row])
-                lines.append(reader.line_num)
+            if _is_blank(row):
+                continue
+            at = line + reader.line_num - 1
+            if len(row) != width:
+                raise _ragged(layout, at, len(row))
+            values = []
+            for j, cell in enumerate(row):
+                cell = cell.strip()
+                try:
+                    values.append(float(cell))
+                except ValueError:
+                    what = "an empty cell" if cell == "" else repr(cell)
+                    raise ValueError(
+                        f"{layout.path}: line {at}, column {j + 1} ({layout.names[j]!r}): "
+                        f"{what} is not a number"
+                    ) from None
+            rows.append(values)
     except csv.Error as e:
-        raise ValueError(f"{path}: line {reader.line_num}: {e}") from None
-    if not rows:
-        raise ValueError(f"{path}: the file is empty")
+        raise ValueError(f"{layout.path}: line {line + reader.line_num - 1}: {e}") from None
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width)
 
-    width = len(rows[0])
-    for row, line in zip(rows, lines):
-        if len(row) != width:
-            raise ValueError(
-                f"{path}: line {line} has {len(row)} fields, expected {width} "
-                f"(as on line {lines[0]}; delimiter {delim!r})"
-            )
 
-    has_header = header
-    if header == "auto":
-        has_header = not all(_is_number(cell) for cell in rows[0])
-    if has_header:
-        names, rows, lines = tuple(rows[0]), rows[1:], lines[1:]
+def _parse_loadtxt(text: str, width: int, delim: str):
+    """NumPy's C reader (quotes, spaces, nan/inf): (r, width) float64, or None when it
+    refuses the text (then :func:`_parse_exact` finds the error).  It parses each cell
+    with the same correctly rounded decimal → float64 conversion as ``float``."""
+    if not text.strip():
+        return np.empty((0, width))
+    try:
+        values = np.loadtxt(io.StringIO(text), delimiter=delim, comments=None, quotechar='"',
+                            ndmin=2, dtype=np.float64)
+    except ValueError:
+        return None
+    return values if values.shape[1] == width else None
+
+
+# Word-parallel decimal parsing: 8 characters of a field per uint64 (little-endian, so the
+# field's first character is the word's lowest byte), the classic SWAR tricks.
+_U = np.uint64
+_PAIR = _U(0x000000FF000000FF)
+_MUL1 = _U(100 + (1000000 << 32))
+_MUL2 = _U(1 + (10000 << 32))
+_KEEP = np.array([(2**64 - 1) ^ (2 ** (8 * (8 - n)) - 1) for n in range(9)], _U)  # top n bytes
+_HEAD = np.array([int(_KEEP[s]) & ~int(_KEEP[a]) & (2**64 - 1) for s in range(9) for a in range(9)],
+                 _U)  # [9·s + a]: of the top s bytes, all but the top a
+_LOW_NIBBLES = _U(0x0F0F0F0F0F0F0F0F)
+_POW10 = 10.0 ** np.arange(40)  # exact up to 10^22, within an ulp beyond
+_EXACT_INT = 2.0**53
+_MAX_REDO = 1 / 16  # the share of cells the fast path may leave to float()
+_BLANK_LINES = re.compile(rb"\n\n+")
+_LITTLE = sys.byteorder == "little"
+
+
+class _Scratch:
+    """Byte-sized work arrays reused from block to block (fresh memory costs page faults)."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, size: int, name: str, dtype) -> np.ndarray:
+        a = self._arrays.get(name)
+        if a is None or a.size < size:
+            a = self._arrays[name] = np.empty(max(size, _BLOCK_BYTES + (1 << 16)), dtype)
+        return a[:size]
+
+
+def _eight_digits(w: np.ndarray) -> np.ndarray:
+    """uint64 words of 8 digit values 0..9 (lowest byte most significant) → their value,
+    computed in place in ``w``."""
+    t = w >> _U(8)
+    w *= _U(10)
+    w += t
+    np.right_shift(w, _U(16), out=t)
+    t &= _PAIR
+    t *= _MUL2
+    w &= _PAIR
+    w *= _MUL1
+    w += t
+    w >>= _U(32)
+    return w
+
+
+def _digits(words, end, count, n_words) -> np.ndarray:
+    """float64 value of the digit strings of ``count`` ≤ 8·n_words characters ending at
+    byte offsets ``end`` of ``words`` (exact below 2^53)."""
+    value = np.zeros(end.size)
+    for k in range(n_words):
+        w = words[end - 8 * (k + 1)]
+        w &= _KEEP[np.clip(count - 8 * k, 0, 8)]
+        w &= _LOW_NIBBLES
+        value += _eight_digits(w) * 1e8**k
+    return value
+
+
+def _split_mantissa(words, dot_pos, frac_end, int_len, frac_len):
+    """(mantissa, fits, approx) of fields whose integer digits end at ``dot_pos`` and
+    fraction digits at ``frac_end`` (offsets into the block): each part 8 digits per load,
+    m = I·10^p + f₁…f_p; ``fits``: both parts at most 32 digits; ``approx``: m may be
+    rounded (not an exact double, or p > 22)."""
+    fits = (int_len <= 32) & (frac_len <= 32)
+    n_int = min(4, (int(int_len.max()) + 7) // 8)
+    n_frac = min(4, (int(frac_len.max()) + 7) // 8)
+    mantissa = _digits(words, dot_pos + 32, int_len, n_int)
+    fraction = _digits(words, frac_end + 32, frac_len, n_frac)
+    approx = (mantissa >= _EXACT_INT) | (fraction >= _EXACT_INT) | (frac_len > 22)
+    mantissa *= _POW10[np.minimum(frac_len, 39)]
+    mantissa += fraction
+    return mantissa, fits, approx
+
+
+def _parse_plain(block: bytes, width: int, delim: bytes, float32: bool, scratch: _Scratch):
+    r"""Rows of plain numbers (``[+-]digits[.digits][(e|E)[+-]digits]``, ``\n`` line
+    ends, one ASCII delimiter) → (r, width) float64, or None when the block holds anything
+    else or rows of another width (then :func:`_parse_block` takes a slower path).
+
+    One vectorised scan finds every delimiter, '.' and 'e'; per field they give the
+    integer digits (before the '.'), the fraction digits (after it) and the exponent
+    digits.  Up to 8 digits are loaded as one uint64 (an unaligned little-endian load
+    ending at the run's last digit), masked to their count and combined with three
+    multiplies; a field of at most 8 digits and '.' takes a single load, the '.' squeezed
+    out by a shift.  With integer part I, fraction digits f₁…f_p and exponent q:
+    m = I·10^p + f₁…f_p and x = ±m · 10^(q − p).
+
+    Exactness: when m < 2^53 and |q − p| ≤ 22, m and 10^|q − p| are exact doubles and one
+    IEEE multiply or divide rounds correctly, so x is exactly ``float(cell)`` (Clinger's
+    fast path).  Otherwise x is within a few units in the last place: for a float32 result
+    it is kept when no float32 rounding boundary lies within 2^-46·|x| of it (then
+    float32(x) = float32(float(cell))); every other cell is parsed by ``float`` itself.
+    """
+    block = block.lstrip(b"\n")
+    if not block:
+        return np.empty((0, width))
+    b = np.frombuffer(block, np.uint8)
+    sep = delim[0]
+    has_e = b"e" in block or b"E" in block
+    marks, flag, byte = (scratch.get(b.size, name, dtype)
+                         for name, dtype in (("marks", bool), ("flag", bool), ("byte", np.uint8)))
+    np.equal(b, 10, out=marks)
+    for c in (sep, 46):
+        marks |= np.equal(b, c, out=flag)
+    if has_e:
+        marks |= np.equal(np.bitwise_or(b, 0x20, out=byte), 101, out=flag)
+    pos = np.flatnonzero(marks)  # every delimiter, '.' and 'e', in order
+    kind = b[pos]
+    newline = kind == 10
+    k = np.flatnonzero(newline | (kind == sep))  # the field ends, as indices into pos
+    rows = int(np.count_nonzero(newline))
+    if k.size != rows * width or not newline[k[width - 1 :: width]].all():
+        if b"\n\n" in block:  # blank lines: drop them and look again
+            return _parse_plain(_BLANK_LINES.sub(b"\n", block), width, delim, float32, scratch)
+        return None  # rows of another width: the exact reader names the line
+    del newline
+    n_digits = np.count_nonzero(np.less(np.subtract(b, 48, out=byte), 10, out=flag))
+    n_signs = sum(np.count_nonzero(np.equal(b, c, out=flag)) for c in (45, 43))
+    if n_digits + n_signs + pos.size != b.size:
+        return None  # some other character
+    n = k.size
+    ends = pos[k]
+    gaps = np.empty_like(k)  # how many '.' and 'e' each field holds
+    gaps[0] = k[0]
+    np.subtract(k[1:], k[:-1] + 1, out=gaps[1:])
+    dot_at = k - 1
+    if has_e:
+        last = kind[dot_at]
+        last |= 0x20
+        e = np.flatnonzero((gaps > 0) & (last == 101))  # the fields with an exponent
+        del last
+        e_dot = gaps[e] == 2
+        if (gaps > 2).any() or np.count_nonzero(gaps == 2) != np.count_nonzero(e_dot):
+            return None  # '..', 'ee' or 'e.': not a number anywhere
+        if (kind[k[e[e_dot]] - 2] != 46).any():
+            return None
+        e_pos = pos[k[e] - 1]
+        frac_end = ends.copy()
+        frac_end[e] = e_pos
+        has_dot = gaps > 0
+        has_dot[e] = e_dot
+        dot_at[e] -= 1
     else:
-        names = tuple(f"col{j}" for j in range(width))
-    if not rows:
-        raise ValueError(f"{path}: the file has a header line but no data rows")
+        if (gaps > 1).any():
+            return None
+        frac_end, has_dot = ends, gaps == 1
+    del gaps, kind, k
+    dot_pos = pos[dot_at]
+    np.copyto(dot_pos, frac_end, where=~has_dot)
+    del pos, dot_at
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    np.add(ends[:-1], 1, out=starts[1:])
+    first = b[starts]
+    negative = first == 45
+    signed = negative | (first == 43)
+    del first
+    if has_e:
+        after_e = b[e_pos + 1]
+        e_signed = (after_e == 45) | (after_e == 43)
+        n_signs -= np.count_nonzero(e_signed)
+    if n_signs != np.count_nonzero(signed):
+        return None  # a sign inside a number
+    int_len = dot_pos - starts
+    int_len -= signed
+    del signed, starts
+    frac_len = frac_end - dot_pos
+    frac_len -= has_dot
+    ok = int_len + frac_len >= 1
 
+    buf = scratch.get(32 + b.size + 8, "words", np.uint8)
+    buf[:32] = 0
+    buf[32 : 32 + b.size] = b
+    buf[32 + b.size :] = 0
+    words = np.ndarray((buf.size - 7,), _U, buffer=buf, strides=(1,))  # unaligned loads
+    span = int_len + frac_len
+    span += has_dot  # digits and '.'
+    long = np.flatnonzero(span > 8)
+    if long.size > n // 4:
+        mantissa, fits, approx = _split_mantissa(words, dot_pos, frac_end, int_len, frac_len)
+        ok &= fits
+    else:  # up to 8 digits and '.': one load, the digits moved up over the '.'
+        w = words[frac_end + 24]
+        span *= 9
+        span += frac_len
+        span += has_dot  # now the _HEAD index
+        head = _HEAD[np.minimum(span, 80, out=span)]
+        head &= w
+        head <<= has_dot.astype(_U) << _U(3)
+        w &= _KEEP[np.minimum(frac_len, 8)]
+        w |= head
+        del head
+        w &= _LOW_NIBBLES
+        mantissa = _eight_digits(w).astype(np.float64)
+        del w
+        approx = np.zeros(n, bool)
+        if long.size:
+            mantissa[long], fits, approx[long] = _split_mantissa(
+                words, dot_pos[long], frac_end[long], int_len[long], frac_len[long])
+            ok[long] &= fits
+    del span, long, int_len, dot_pos, frac_end, has_dot
+    power = np.negative(frac_len, out=frac_len)
+    if has_e:
+        e_len = ends[e] - e_pos - 1 - e_signed
+        ok[e] &= (e_len >= 1) & (e_len <= 8)
+        q = _digits(words, ends[e] + 32, e_len, 1).astype(np.int64)
+        power[e] += np.where(after_e == 45, -q, q)
+    del words
+    scale = _POW10[np.minimum(np.abs(power), 22)]
+    values = mantissa * scale
+    np.divide(mantissa, scale, out=values, where=power < 0)
+    del scale
+    far = np.flatnonzero(np.abs(power) > 22)
+    if far.size:  # beyond the exact powers of ten: within a few ulp, checked below
+        with np.errstate(over="ignore", under="ignore"):
+            values[far] = mantissa[far] * np.power(10.0, power[far].astype(np.float64))
+        approx[far] = True
+    del power
+    np.copysign(values, 0.5 - negative, out=values)
+    approx |= mantissa >= _EXACT_INT
+    del mantissa, negative
+    bad = ~ok
+    if float32:
+        near = np.flatnonzero(ok & approx)
+        bad[near[_near_float32_boundary(values[near])]] = True
+    else:
+        bad |= approx
+    redo = np.flatnonzero(bad)
+    if redo.size > max(16, _MAX_REDO * n):  # loadtxt is faster then
+        return None
+    for i in redo:
+        start = ends[i - 1] + 1 if i else 0
+        try:
+            values[i] = float(block[start : ends[i]])
+        except ValueError:
+            return None
+    return values.reshape(rows, width)
+
+
+def _near_float32_boundary(v: np.ndarray) -> np.ndarray:
+    """Where float32 rounding of v could differ from that of a value within 2^-46·|v|."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = v.astype(np.float32)
+        g = f.astype(np.float64)
+        r = v - g
+        toward = np.where(r >= 0, np.float32(np.inf), np.float32(-np.inf))
+        half = np.abs(np.nextafter(f, toward).astype(np.float64) - g) * 0.5
+        return ~np.isfinite(half) | ~(half - np.abs(r) > np.abs(v) * 2.0**-46)
+
+
+def _parse_block(block: bytes, line: int, layout: _Layout, float32: bool,
+                 scratch: _Scratch) -> np.ndarray:
+    """Rows of one block → (r, width) float64: the plain fast path, else NumPy's loadtxt,
+    else (and for the error message) the exact csv-module reader."""
+    width = len(layout.names)
+    delim = layout.delim
+    if _LITTLE and len(delim) == 1 and delim.isascii() and delim not in '0123456789.+-eE"\n\r':
+        values = _parse_plain(block, width, delim.encode(), float32, scratch)
+        if values is not None:
+            return values
+    text = _decode(block, layout.path, line)
+    values = _parse_loadtxt(text, width, delim)
+    return values if values is not None else _parse_exact(text, line, layout)
+
+
+def _first_row(text: str, delim: str):
+    """The first non-blank row of ``text`` (its cells stripped) and the number of lines
+    up to and including it; (None, 0) when every row is blank."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True)
+    for row in reader:
+        if not _is_blank(row):
+            return [cell.strip() for cell in row], reader.line_num
+    return None, 0
+
+
+def _target_index(target, names: tuple[str, ...], has_header: bool, path: Path) -> int:
+    width = len(names)
     if isinstance(target, str):
         if not has_header:
             raise ValueError(
@@ -399,35 +804,182 @@ def load_csv(path, target=-1, *, delimiter=None, header="auto", dtype=np.float32
             )
         if len(hits) > 1:
             raise ValueError(f"{path}: several columns are named {target!r} (at {hits})")
-        t = hits[0]
-    else:
-        if not -width <= target < width:
-            raise ValueError(
-                f"target index {target} is out of range for {path}, which has {width} "
-                f"columns (valid: -{width} .. {width - 1})"
-            )
-        t = int(target) % width
+        return hits[0]
+    if not -width <= target < width:
+        raise ValueError(
+            f"target index {target} is out of range for {path}, which has {width} "
+            f"columns (valid: -{width} .. {width - 1})"
+        )
+    return int(target) % width
 
-    try:
-        values = np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
-    except ValueError:
-        for row, line in zip(rows, lines):
-            for j, cell in enumerate(row):
-                if not _is_number(cell):
-                    what = "an empty cell" if cell == "" else repr(cell)
-                    raise ValueError(
-                        f"{path}: line {line}, column {j + 1} ({names[j]!r}): "
-                        f"{what} is not a number"
-                    ) from None
-        raise  # pragma: no cover - float() failed on some cell, so the loop raised
-    values = values.reshape(len(rows), width)
-    features = [j for j in range(width) if j != t]
-    return Table(
-        x=values[:, features].astype(dt),
-        y=values[:, t].astype(dt),
-        feature_names=tuple(names[j] for j in features),
-        target_name=names[t],
-    )
+
+def load_csv(path, target=-1, *, delimiter=None, header="auto", dtype=np.float32,
+             max_bytes="auto") -> Table:
+    """Reads a numeric delimited table (plain or gzip) into features and a target column.
+
+    Args:
+        path: file to read; gzip is recognised by a ``.gz`` suffix or by its magic bytes.
+        target: the target column, by name (str, needs a header) or by position (int,
+            negative counts from the end).  Every other column is a feature.
+        delimiter: field separator; None detects tab, ``;`` or ``,`` from the first lines.
+        header: True (first row holds the names), False (no names: columns are called
+            ``col0``, ``col1``, …) or ``"auto"``: a header when any cell of the first row
+            is not a number.  Names may be double-quoted; surrounding spaces are dropped.
+        dtype: float dtype of ``x`` and ``y``.
+        max_bytes: the most bytes gzip input may expand to.  ``"auto"``: 4 GiB
+            (:data:`GZIP_MAX_BYTES`), and past 64 MiB at most :data:`GZIP_MAX_RATIO` (500)
+            times the compressed size, which refuses gzip bombs; an int: that many bytes;
+            None: no limit.  Plain files are not limited.
+
+    Cells are parsed as Python's ``float`` parses them (so ``1e-3``, ``nan`` and ``inf``
+    are read, and every value is the correctly rounded double, then cast to ``dtype``);
+    cells may be double-quoted; blank lines are skipped; missing values are not supported.
+
+    The file is streamed in blocks of about 512 KiB of whole lines (a line may be any
+    length) into x and y, which grow in place, so memory stays near the result's size
+    plus a few MiB; blocks of plain decimals are parsed by vectorised integer arithmetic
+    (:func:`_parse_plain`, ~100 MB/s), others (quotes, spaces, ``nan``) by
+    ``numpy.loadtxt``, and a block either refuses by Python's csv module and ``float``,
+    which give the exact error.
+
+    Returns:
+        :class:`Table` ``(x, y, feature_names, target_name)`` with x (n, d) and y (n,).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: each naming the file, and the line and column where there is one:
+            ``path`` is a directory, FIFO or device; empty file or no data rows;
+            only one column (no feature columns); a row whose number of fields differs from
+            the first row's (line number, both counts, the missing column); a cell that is
+            not a number (line, column number and name, cell); text that is not UTF-8
+            (line); an unknown target name (the available names); a target index out of
+            range; not valid gzip, or gzip that expands past ``max_bytes``; bad
+            ``delimiter``/``header``/``dtype``/``max_bytes``.
+    """
+    dt = _float_dtype(dtype)
+    if header not in (True, False, "auto"):
+        raise ValueError(f"header must be True, False or 'auto', got {header!r}")
+    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise ValueError(f"delimiter must be one character or None, got {delimiter!r}")
+    if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
+        raise ValueError(f"target must be a column name (str) or index (int), got {target!r}")
+    if not (max_bytes is None or max_bytes == "auto" or (
+            isinstance(max_bytes, numbers.Integral) and not isinstance(max_bytes, bool)
+            and max_bytes >= 1)):
+        raise ValueError(f"max_bytes must be 'auto', None or an int >= 1, got {max_bytes!r}")
+    path = Path(os.fspath(path))
+    float32 = dt == np.float32
+    with _Source(path, max_bytes) as source:
+        blocks = source.blocks()
+        for block, line in blocks:  # find the first non-blank row
+            head = 0  # the first _SNIFF_LINES lines suffice, unless they are all blank
+            for _ in range(_SNIFF_LINES):
+                head = block.find(b"\n", head) + 1 or len(block)
+            for text in (_decode(part, path, line) for part in (block[:head], block)):
+                delim = delimiter
+                if delim is None:
+                    delim = _sniff_delimiter(text) if text.strip() else ","
+                try:
+                    row, lines_used = _first_row(text, delim)
+                except csv.Error as e:
+                    raise ValueError(f"{path}: line {line}: {e}") from None
+                if row is not None or head == len(block):
+                    break
+            if row is not None:
+                break
+        else:
+            raise ValueError(f"{path}: the file is empty")
+        first_line = line + lines_used - 1
+        cut = 0  # the byte offset just after that row
+        for _ in range(lines_used):
+            cut = block.index(b"\n", cut) + 1
+        has_header = header
+        if header == "auto":
+            has_header = not all(_is_number(cell) for cell in row)
+        width = len(row)
+        if has_header:
+            names, rest, rest_line = tuple(row), block[cut:], first_line + 1
+        else:
+            names = tuple(f"col{j}" for j in range(width))
+            start = block.rfind(b"\n", 0, cut - 1) + 1
+            rest, rest_line = block[start:], first_line
+        t = _target_index(target, names, has_header, path)
+        if width == 1:
+            raise ValueError(
+                f"{path}: no feature columns: the only column ({names[0]!r}, line "
+                f"{first_line}) is the target; is the delimiter {delim!r} right?"
+            )
+        layout = _Layout(path, delim, names, first_line)
+        del block, text
+        scratch, out = _Scratch(), None
+        for block, line in itertools.chain([(rest, rest_line)], blocks):
+            part = _parse_block(block, line, layout, float32, scratch)
+            _check_fits(part, dt, block, line, layout)
+            if out is None and len(part):  # room for the rows the file holds if they are
+                per_row = len(block) / len(part)  # as long as these
+                out = _Columns(dt, width, t, int(source.expected_bytes() / per_row * 1.02) + 16)
+            if out is not None:
+                out.add(part)
+            del block, part
+    if out is None:
+        raise ValueError(f"{path}: the file has a header line but no data rows")
+    x, y = out.finish()
+    return Table(x=x, y=y, feature_names=names[:t] + names[t + 1 :], target_name=names[t])
+
+
+def _check_fits(part: np.ndarray, dtype: np.dtype, block: bytes, line: int,
+                layout: _Layout) -> None:
+    """ValueError naming line and column for a finite cell beyond `dtype`'s range (3.4e38
+    in float32), which the cast would otherwise turn into Inf with only a warning."""
+    limit = np.finfo(dtype).max
+    if limit >= np.finfo(np.float64).max:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        over = np.isfinite(part) & np.isinf(part.astype(dtype))
+    if not over.any():
+        return
+    r, j = (int(i) for i in np.argwhere(over)[0])
+    reader = csv.reader(io.StringIO(_decode(block, layout.path, line), newline=""),
+                        delimiter=layout.delim)
+    row = -1
+    for cells in reader:
+        if not _is_blank(cells):
+            row += 1
+            if row == r:
+                break
+    raise ValueError(
+        f"{layout.path}: line {line + reader.line_num - 1}, column {j + 1} "
+        f"({layout.names[j]!r}): {float(part[r, j])!r} does not fit in {dtype.name} (largest "
+        f"finite value {float(limit):.4g}); pass dtype=np.float64")
+
+
+class _Columns:
+    """x (n, width - 1) and y (n,) filled block by block.  Their capacity grows (and
+    finally shrinks) by ``ndarray.resize``, a realloc, which moves large arrays without
+    copying them, so memory stays near the result's size."""
+
+    def __init__(self, dtype, width: int, target: int, capacity: int):
+        self.x = np.empty((capacity, width - 1), dtype)
+        self.y = np.empty(capacity, dtype)
+        self.t, self.n = target, 0
+
+    def _resize(self, rows: int):
+        self.x.resize((rows, self.x.shape[1]), refcheck=False)
+        self.y.resize(rows, refcheck=False)
+
+    def add(self, part: np.ndarray):
+        """Appends (r, width) rows: the target column to y, the others to x."""
+        r0, r1, t = self.n, self.n + len(part), self.t
+        if r1 > len(self.y):
+            self._resize(max(r1, len(self.y) * 3 // 2))
+        self.x[r0:r1, :t] = part[:, :t]
+        self.x[r0:r1, t:] = part[:, t + 1 :]
+        self.y[r0:r1] = part[:, t]
+        self.n = r1
+
+    def finish(self):
+        self._resize(self.n)
+        return self.x, self.y
 
 
 def _is_number(cell: str) -> bool:

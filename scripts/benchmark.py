@@ -32,7 +32,11 @@ cancel within a pair:
     `fraction_of_step_gemm_rate` by their aggregate (one step's GEMM FLOPs over their
     summed times: a step doing nothing but its matmuls; XLA may lay out a fused step's
     operands better than the isolated dots, so this can exceed 1), and
-    `fraction_of_machine_peak` by a large square matmul (1024³; 512³ with --quick).
+    `fraction_of_machine_peak` by a large square matmul (1024³; 512³ with --quick);
+(e) CSV loading: `jm.data.load_csv` against the csv-module reader it replaced (kept here as
+    `_csv_module_reader`) on a generated table (200,000 rows of 20 `%.6g` floats and an
+    integer label, ~40 MB; 4,000 rows with --quick): seconds, MB/s, their paired ratio,
+    and each one's tracemalloc peak over the float32 result's size (skip: --no-csv).
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
@@ -42,7 +46,7 @@ report its time and the number of all-reduces in the compiled HLO.
 Usage:
     python scripts/benchmark.py                     # full run, a few minutes on 2 CPU cores
     python scripts/benchmark.py --quick --json out.json
-    python scripts/benchmark.py --workloads W2 --repeats 9
+    python scripts/benchmark.py --workloads W2 --repeats 9 --no-csv
     python scripts/benchmark.py --host-devices 4 --workloads W1,W2
     python scripts/benchmark.py --xla-flags="--xla_cpu_multi_thread_eigen=false"   # note the =
     python scripts/benchmark.py --cpus 1            # pin to one core: XLA's threading measured
@@ -660,6 +664,119 @@ def bench_parallel(su: Setup, single, n_devices, mode):
     return out
 
 
+# --------------------------------------------------------------------------- (e) CSV loading
+
+CSV_ROWS = {"full": 200_000, "quick": 4_000}
+CSV_FEATURES = 20
+CSV_FORMAT = "20 float32 features as %.6g (e.g. -0.132105, 1.2e-05), an integer label, ','"
+
+
+def write_csv(path, rows, seed=0):
+    """A training table: CSV_FEATURES standard-normal float32 features written with 6
+    significant digits and an integer class label 0..9, comma-separated, with a header."""
+    rng = np.random.default_rng(seed)
+    table = np.column_stack([rng.standard_normal((rows, CSV_FEATURES)).astype(np.float32),
+                             rng.integers(0, 10, rows)])
+    with open(path, "w") as f:
+        f.write(",".join([f"x{j}" for j in range(CSV_FEATURES)] + ["label"]) + "\n")
+        np.savetxt(f, table, fmt=["%.6g"] * CSV_FEATURES + ["%d"], delimiter=",")
+
+
+def _csv_module_reader(path, target=-1, dtype=np.float32):
+    """The reader jaxmlp.data.load_csv replaced, kept as the baseline: the whole file read
+    and decoded, split by Python's csv module, every cell through float (list of lists),
+    then one float64 array, sliced into x and y.  Returns (x, y)."""
+    import csv
+    import gzip
+    import io
+    raw = open(path, "rb").read()
+    if path.endswith(".gz") or raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    text = raw.decode("utf-8-sig")
+    sample = "\n".join(text.splitlines()[:50])
+    delim = ","
+    for d in ("\t", ";", ","):
+        rows = csv.reader(io.StringIO(sample, newline=""), delimiter=d, skipinitialspace=True)
+        widths = {len(r) for r in rows if not all(not c.strip() for c in r)}
+        if len(widths) == 1 and widths.pop() > 1:
+            delim = d
+            break
+    rows, lines = [], []
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, skipinitialspace=True)
+    for row in reader:
+        if not all(not c.strip() for c in row):
+            rows.append([c.strip() for c in row])
+            lines.append(reader.line_num)
+    width = len(rows[0])
+    for row, line in zip(rows, lines):
+        if len(row) != width:
+            raise ValueError(f"line {line} has {len(row)} fields, expected {width}")
+
+    def is_number(cell):
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return True
+
+    if not all(is_number(c) for c in rows[0]):
+        rows = rows[1:]
+    t = target % width
+    values = np.array([[float(c) for c in row] for row in rows], dtype=np.float64)
+    values = values.reshape(len(rows), width)
+    features = [j for j in range(width) if j != t]
+    return values[:, features].astype(dtype), values[:, t].astype(dtype)
+
+
+def _peak_bytes(fn) -> int:
+    """tracemalloc's peak over one call (NumPy reports its array memory to it)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bench_csv(mode_name, repeats, log) -> dict:
+    """load_csv against the csv-module baseline on one generated file: seconds (medians of
+    interleaved repeats), MB/s, their paired ratio, and tracemalloc peaks over the float32
+    result's size (x and y).  Both must read the same values."""
+    import tempfile
+    rows = CSV_ROWS[mode_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "table.csv")
+        write_csv(path, rows)
+        size = os.path.getsize(path)
+        log(f"[csv] {size / 1e6:.1f} MB, {rows} rows: load_csv vs the csv-module reader ...")
+        new = lambda: jm.data.load_csv(path)  # noqa: E731
+        old = lambda: _csv_module_reader(path)  # noqa: E731
+        table, (x_old, y_old) = new(), old()
+        same = bool(np.array_equal(table.x, x_old) and np.array_equal(table.y, y_old))
+
+        def timed(fn):
+            def run():
+                t0 = time.perf_counter()
+                fn()
+                return time.perf_counter() - t0
+            return run
+
+        times = _interleaved({"new": timed(new), "old": timed(old)}, repeats)
+        new_peak, old_peak = _peak_bytes(new), _peak_bytes(old)
+    result = table.x.nbytes + table.y.nbytes
+    new_s, old_s = _median(times["new"]), _median(times["old"])
+    return {"format": CSV_FORMAT, "rows": rows, "columns": CSV_FEATURES + 1, "bytes": size,
+            "same_values": same, "new_s": new_s, "old_s": old_s,
+            "new_all_s": times["new"], "old_all_s": times["old"],
+            "ratio_old_over_new": _paired_ratio(times["old"], times["new"]),
+            "ratio_old_over_new_quartiles": _paired_ratio_quartiles(times["old"], times["new"]),
+            "new_mb_per_s": size / 1e6 / new_s, "old_mb_per_s": size / 1e6 / old_s,
+            "result_bytes": result, "new_peak_bytes": new_peak, "old_peak_bytes": old_peak,
+            "ratio_new_peak_over_result": new_peak / result,
+            "ratio_old_peak_over_result": old_peak / result}
+
+
 # --------------------------------------------------------------------------- driver
 
 def run_workload(su: Setup, mode, log, machine_gflops):
@@ -809,6 +926,20 @@ def format_table(results) -> str:
         for sh in r["gemm"]["shapes"]:
             lines.append(f"{wid:4} {sh['role']:10} a {str(tuple(sh['a'])):12} "
                          f"b {str(tuple(sh['b'])):12} x{sh['count']:<3} {sh['gflops']:8.1f}")
+    c = results.get("csv")
+    if c:
+        lines.append("")
+        lines.append(f"(e) CSV loading, {c['bytes'] / 1e6:.1f} MB, {c['rows']} rows x "
+                     f"{c['columns']} ({c['format']}); peak: tracemalloc over the float32 "
+                     f"result ({c['result_bytes'] / 1e6:.1f} MB)")
+        lines.append(f"{'':12} {'seconds':>8} {'MB/s':>7} {'peak/result':>12}")
+        lines.append(f"{'load_csv':12} {c['new_s']:8.3f} {c['new_mb_per_s']:7.1f} "
+                     f"{c['ratio_new_peak_over_result']:12.2f}")
+        lines.append(f"{'csv module':12} {c['old_s']:8.3f} {c['old_mb_per_s']:7.1f} "
+                     f"{c['ratio_old_peak_over_result']:12.2f}")
+        lines.append(f"old/new {c['ratio_old_over_new']:.1f}x (q1-q3 "
+                     f"{_quartiles_text(c['ratio_old_over_new_quartiles'])}); same values: "
+                     f"{c['same_values']}")
     par = results.get("parallel")
     if par:
         lines.append("")
@@ -836,6 +967,7 @@ def parse_args(argv):
                    help="tiny budgets and fewer rows (same architectures): < 30 s")
     p.add_argument("--json", metavar="OUT", default=None, help="write the results here")
     p.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
+    p.add_argument("--no-csv", action="store_true", help="skip (e), the CSV loading measurement")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median)")
     p.add_argument("--devices", type=int, default=None,
                    help="run the data-mesh section over this many devices (default: all, "
@@ -898,6 +1030,8 @@ def main(argv=None) -> dict:
                 log(f"[{wid}] data mesh over {n_dev} devices ...")
                 par["workloads"][wid] = bench_parallel(*kept[wid], n_dev, mode)
             results["parallel"] = par
+    if not args.no_csv:
+        results["csv"] = bench_csv(mode_name, min(mode["repeats"], 5), log)
     results["total_seconds"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = _loadavg()
     print(format_table(results))

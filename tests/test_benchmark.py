@@ -1,6 +1,6 @@
-"""scripts/benchmark.py: the quick run reports every field with finite ratios, and the
-compiled manual-δ step costs no more FLOPs, temporary memory or kernels than the autodiff
-one.
+"""scripts/benchmark.py: the quick run reports every field with finite ratios (the CSV
+section's too), and the compiled manual-δ step costs no more FLOPs, temporary memory or
+kernels than the autodiff one.
 
 No timing is asserted: timings depend on the machine and its load.  The quick run is a
 subprocess (started by the background lane, tests/lane.py), so it gets a fresh JAX with
@@ -34,6 +34,10 @@ THROUGHPUT_RATIOS = ("ratio_fit_manual_over_pure_jax", "ratio_fit_autodiff_over_
                      "ratio_fit_manual_over_fit_autodiff", "ratio_fit_manual_over_python_loop",
                      "ratio_python_loop_over_pure_jax")
 GEMM_FIELDS = ("shapes", "gemm_gflops", "best_shape_gflops", "step_gemm_flops", "step_gemm_s")
+CSV_FIELDS = ("format", "rows", "columns", "bytes", "same_values", "new_s", "old_s",
+              "ratio_old_over_new", "ratio_old_over_new_quartiles", "new_mb_per_s",
+              "old_mb_per_s", "result_bytes", "new_peak_bytes", "old_peak_bytes",
+              "ratio_new_peak_over_result", "ratio_old_peak_over_result")
 
 
 def _load_script():
@@ -104,12 +108,16 @@ def test_quick_run_reports_every_field(quick):
         assert w["gemm"]["step_gemm_flops"] == w["flops_per_sample"] * w["batch_size"], wid
         assert _finite_positive(w["step"]["manual_s"]), wid
         assert _finite_positive(w["step"]["autodiff_s"]), wid
+    for field in CSV_FIELDS:  # (e) CSV loading: load_csv against the csv-module reader
+        assert field in res["csv"], field
+    assert res["csv"]["same_values"] is True
+    assert _finite_positive(res["csv"]["new_mb_per_s"]) and _finite_positive(res["csv"]["old_s"])
     ratios = list(_ratios(res))
     assert len(ratios) >= len(WORKLOADS) * (1 + 2 + len(THROUGHPUT_RATIOS)
                                             + len(THROUGHPUT_VARIANTS))
     bad = [(p, v) for p, v in ratios if not _finite_positive(v)]
     assert not bad, bad
-    assert "manual ms" in stdout and "samples/s" in stdout
+    assert "manual ms" in stdout and "samples/s" in stdout and "(e) CSV loading" in stdout
 
 
 @pytest.mark.parametrize("wid", ["W1", "W2"])

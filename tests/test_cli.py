@@ -1,5 +1,6 @@
 """The command line: `jaxmlp train` end to end, its errors, and `jaxmlp check` dispatch."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,51 @@ def test_console_script_check_dispatch(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+def _table(tmp, name, header, rows):
+    path = tmp / name
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _fifo(tmp):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(tmp / "pipe.csv")
+    return tmp / "pipe.csv"
+
+
+ROWS = [f"{i % 5 * 0.5},{i % 3 - 1}" for i in range(40)]
+
+
+@pytest.mark.parametrize("make_csv,message", [
+    (lambda t: t, "is a directory, not a file"),
+    (_fifo, "pipe.csv is a FIFO"),  # refused from its stat: opening it would block
+    (lambda t: _table(t, "nan_y.csv", "a,b,y", [r + (",nan" if i == 7 else f",{i % 2}")
+                                                 for i, r in enumerate(ROWS)]),
+     "nan_y.csv: the target (y) column 'y' holds nan in data row 8"),
+    (lambda t: _table(t, "nan_x.csv", "a,b,y", [("inf," if i == 3 else "1,") + r
+                                                 for i, r in enumerate(ROWS)]),
+     "nan_x.csv: the feature (x) column 'a' holds inf in data row 4"),
+    (lambda t: _table(t, "y_only.csv", "y", [str(i % 2) for i in range(40)]),
+     "y_only.csv: no feature columns"),
+    (lambda t: _table(t, "one.csv", "a,b,y", [r + ",1" for r in ROWS]),
+     "one.csv: the target (y) column 'y' holds only one class, 1; classification needs"),
+])
+def test_train_bad_csv_exits_2_before_training(make_csv, message, tmp_path, capsys,
+                                                monkeypatch):
+    monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
+    code = cli.main(["train", "--csv", str(make_csv(tmp_path)), "--out", str(tmp_path / "run"),
+                     "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    assert cli.main(["train", "--epochs", "1", "--out", str(out), "--quiet"]) == 2
+    assert f"--out {out} exists and is not a folder" in capsys.readouterr().err
+    assert out.read_text() == "not a folder"

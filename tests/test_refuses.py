@@ -165,6 +165,32 @@ def _bomb_npz(tmp):
     return str(_bomb_zip(tmp / "bomb.npz", {"X.npy": header.getvalue()}, {"X.npy"}))
 
 
+def _gzip_bomb(tmp):
+    """4 MiB of "0,0" rows in a ~4 KB gzip file, written a chunk at a time."""
+    import gzip
+    path = tmp / "bomb.csv.gz"
+    with gzip.open(path, "wb") as f:
+        for _ in range(4):
+            f.write(b"0,0\n" * (1 << 18))
+    return path
+
+
+def _train_cli(tmp, name, text, *flags):
+    """`jaxmlp train --csv tmp/name` (text written there); raises SystemExit with the exit
+    code and the error line, as _oracle_cli does."""
+    import contextlib
+    from jaxmlp import cli
+    err = io.StringIO()
+    argv = ["train", "--csv", str(_write(tmp, name, text)), "--out", str(tmp / "run"),
+            "--epochs", "1", "--quiet", *flags]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(argv)
+    raise SystemExit(f"exit {code}: {err.getvalue().strip()}")
+
+
+_ROWS40 = "".join(f"{i % 5},{i % 3},{i % 2}\n" for i in range(40))  # a,b,y
+
+
 def _diverged_ckpt(tmp):
     call = lambda: jm.fit(REG, PR, optim.sgd(1e36), XR * 100, YR * 1e6, epochs=2,  # noqa: E731
                           batch_size=None, key=jax.random.key(0), checkpoint_dir=tmp)
@@ -353,9 +379,29 @@ ROWS = [
     # files
     Row("CSV", "a ragged row", lambda t: jm.data.load_csv(_write(t, "r.csv", "a,b,c\n1,2,3\n4,5\n")),
         ValueError, "line 3"),
-    Row("CSV", "a cell that is not a number",
-        lambda t: jm.data.load_csv(_write(t, "n.csv", "a,b,c\n1,2,3\n4,x,6\n")), ValueError,
-        "'x'"),
+    Row("CSV", "a gzip CSV that expands past `max_bytes` (a gzip bomb; default: 4 GiB, or 500× "
+        "its compressed size past 64 MiB)",
+        lambda t: jm.data.load_csv(_gzip_bomb(t), max_bytes=1 << 20), ValueError,
+        r"the gzip data expands past 1,048,576 bytes"),
+    Row("CSV", "a directory (or FIFO, device) as the path",
+        lambda t: jm.data.load_csv(t), ValueError, "is a directory, not a file"),
+    Row("CSV", "only the target column", lambda t: jm.data.load_csv(_write(t, "y.csv", "y\n1\n2\n")),
+        ValueError, "no feature columns"),
+    Row("CSV", "a non-number cell: its line, column number and name",
+        lambda t: jm.data.load_csv(_write(t, "c.csv", "a,b,c\n1,2,3\n4,x,6\n")), ValueError,
+        r"line 3, column 2 \('b'\): 'x' is not a number"),
+    Row("jaxmlp train", "`--csv` with NaN in the target column",
+        lambda t: _train_cli(t, "n.csv", "a,b,y\n" + _ROWS40 + "1,2,nan\n"), SystemExit,
+        r"exit 2: .*the target \(y\) column 'y' holds nan in data row 41"),
+    Row("jaxmlp train", "`--csv` whose target holds a single class",
+        lambda t: _train_cli(t, "one.csv", "a,y\n" + "".join(f"{i},1\n" for i in range(40))),
+        SystemExit, "exit 2: .*holds only one class"),
+    Row("jaxmlp train", "`--out` naming an existing file",
+        lambda t: _train_cli(t, "ok.csv", "a,b,y\n" + _ROWS40, "--out", str(_write(t, "f", "x"))),
+        SystemExit, "exit 2: .*exists and is not a folder"),
+    Row("CSV", "a value beyond float32's range (`5e39`)",
+        lambda t: jm.data.load_csv(_write(t, "o.csv", "a,b\n1,2\n5e39,3\n")), ValueError,
+        r"line 3, column 1 \('a'\): 5e\+39 does not fit in float32"),
     Row("CSV", "an unknown target column",
         lambda t: jm.data.load_csv(_write(t, "t.csv", "a,b,c\n1,2,3\n"), target="price"),
         ValueError, "price"),
