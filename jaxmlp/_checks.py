@@ -7,6 +7,8 @@ and are skipped under a trace, where the values are not known.
 from __future__ import annotations
 
 import numbers
+import os
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -49,19 +51,17 @@ def as_array(x, name: str):
 
 
 def check_finite(x, name: str) -> None:
-    """ValueError when concrete `x` holds NaN or Inf."""
-    if is_concrete(x) and jnp.issubdtype(x.dtype, jnp.inexact):
-        with jax.ensure_compile_time_eval():  # concrete values evaluate even inside a trace
-            finite = bool(jnp.isfinite(x).all())
-        if not finite:
-            raise ValueError(f"{name} contains NaN or Inf values")
+    """ValueError when concrete `x` holds NaN or Inf (see `nonfinite`)."""
+    if nonfinite(x) is not None:
+        raise ValueError(f"{name} contains NaN or Inf values")
 
 
 def nonfinite(a) -> str | None:
     """"NaN" or "Inf" when concrete float array `a` holds one (NaN first), else None.
 
-    CPU arrays are read through NumPy (no compile per shape); arrays elsewhere reduce on
-    their device and send back two booleans.  Tracers, non-float and not fully addressable
+    CPU arrays are read through NumPy (no compile per shape), in the dtype JAX will hold
+    them in (a float64 NumPy array is float32 without x64, so 1e39 is Inf); arrays
+    elsewhere reduce on their device and send back two booleans.  Tracers, non-float and not fully addressable
     (multi-process) arrays are not checked."""
     if not is_concrete(a) or not jnp.issubdtype(a.dtype, jnp.inexact):
         return None
@@ -73,6 +73,8 @@ def nonfinite(a) -> str | None:
                 has_nan, has_inf = jax.device_get((jnp.isnan(a).any(), jnp.isinf(a).any()))
             return "NaN" if has_nan else "Inf" if has_inf else None
     v = np.asarray(a)
+    with np.errstate(over="ignore"):  # as JAX will hold it: float64 → float32 without x64
+        v = v.astype(jax.dtypes.canonicalize_dtype(v.dtype), copy=False)
     if np.isfinite(v).all():
         return None
     return "NaN" if np.isnan(v).any() else "Inf"
@@ -103,3 +105,35 @@ def nonneg_float(value, name: str) -> float:
     if not (value >= 0 and np.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path, what: str, error: type):
+    """`path` opened for binary reading, if it is a regular file (symlinks followed).
+
+    Anything else (a directory, a FIFO, /dev/zero, a socket) raises ``error(f"{what} is a
+    FIFO (named pipe), not a regular file")`` without being opened: ``os.stat`` looks first,
+    and a FIFO swapped in after that is opened non-blocking and caught by ``os.fstat``.
+    FileNotFoundError (and other OSErrors) propagate.  Used by every reader of untrusted
+    files (checkpoints, `jaxmlp check` inputs, CSV).
+    """
+    def refuse(mode):
+        kind = next((k for test, k in _FILE_KINDS if test(mode)), "not a regular file")
+        return error(f"{what} is {kind}, not a regular file")
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise refuse(mode)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

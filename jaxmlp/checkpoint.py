@@ -85,7 +85,6 @@ import os
 import re
 from pathlib import Path
 import secrets
-import stat
 import zipfile
 from typing import Any, NamedTuple, Optional
 from urllib.parse import quote
@@ -95,6 +94,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp import optim as _optim
+from jaxmlp._checks import open_regular
 from jaxmlp.model import MLP, _check_state, check_params
 
 __all__ = ["Checkpoint", "CheckpointError", "save", "load", "latest", "checkpoint_path",
@@ -410,7 +410,7 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
     if model is not None and not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP or None, got {type(model).__name__}")
     try:
-        f = _open_regular(path, f"checkpoint {path!r}", CheckpointError)
+        f = open_regular(path, f"checkpoint {path!r}", CheckpointError)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path!r}") from None
     with f:
@@ -579,7 +579,7 @@ def _read_entry(zf: zipfile.ZipFile, entry: dict, info: zipfile.ZipInfo, stored:
 
 # ------------------------------------------------------------------ bounded reading
 # Shared with `jaxmlp check` (jaxmlp.oracle): the file and zip members are untrusted, so
-# nothing is opened that is not a regular file, and no member is decompressed beyond a
+# nothing is opened that is not a regular file (`_checks.open_regular`), and no member is decompressed beyond a
 # size checked first.
 
 _META_MAX = 64 * 2**20       # meta.json, uncompressed (fit's history: ~75 bytes an epoch)
@@ -596,37 +596,6 @@ class _Pickled(ValueError):
 
 def _mib(n: int) -> str:
     return f"{n // 2**20} MiB" if n >= 2**20 else f"{n // 2**10} KiB"
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _open_regular(path: str, what: str, error: type):
-    """`path` opened for binary reading, if it is a regular file (symlinks followed).
-
-    Anything else (a directory, a FIFO, /dev/zero, a socket) raises ``error(f"{what} is a
-    FIFO (named pipe), not a regular file")`` without being opened: ``os.stat`` looks first,
-    and a FIFO swapped in after that is opened non-blocking and caught by ``os.fstat``.
-    FileNotFoundError (and other OSErrors) propagate.
-    """
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} is {_file_kind(st.st_mode)}, not a regular file")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{what} is {_file_kind(st.st_mode)}, not a regular file")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _sizes_problem(info: zipfile.ZipInfo, size: int) -> Optional[str]:

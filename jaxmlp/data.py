@@ -50,7 +50,6 @@ import math
 import numbers
 import os
 import re
-import stat
 import sys
 import tempfile
 import urllib.error
@@ -61,6 +60,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from jaxmlp._checks import open_regular
 
 __all__ = [
     "Table",
@@ -311,31 +312,6 @@ def _gzip_limit(max_bytes, compressed: int):
     return max_bytes
 
 
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _check_regular_file(path) -> os.stat_result:
-    """``os.stat(path)``, refusing anything but an existing regular file (without opening it:
-    opening a FIFO would block).  FileNotFoundError when it does not exist, else ValueError."""
-    path = Path(os.fspath(path))
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {str(path)!r}") from None
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
-        raise ValueError(f"{path} is {kind}, not a file")
-    return st
-
-
 class _Source:
     """A file's bytes as blocks of whole lines, each ending in ``\\n``.
 
@@ -345,12 +321,14 @@ class _Source:
     """
 
     def __init__(self, path: Path, max_bytes):
-        st = _check_regular_file(path)
-        self.path = path
-        try:
-            self._file = open(path, "rb")
+        try:  # a directory, FIFO or device is refused from its stat (opening a FIFO blocks)
+            self._file = open_regular(path, str(path), ValueError)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such file: {str(path)!r}") from None
         except OSError as e:
             raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
+        st = os.fstat(self._file.fileno())
+        self.path = path
         self.gzip = path.suffix == ".gz" or self._file.read(2) == b"\x1f\x8b"
         self._file.seek(0)
         self._stream = gzip.GzipFile(fileobj=self._file, mode="rb") if self.gzip else self._file

@@ -315,14 +315,13 @@ def _check_key(key, name):
 
 # --------------------------------------------------------------------------- checks
 
-def check_params(model: MLP, params, name: str = "params", *, finite: bool = True) -> None:
+def check_params(model: MLP, params, name: str = "params") -> None:
     """ValueError unless `params` has exactly the structure and shapes `model` expects.
 
     `params` must be a list (as `init_params` returns: a tuple would be another pytree,
     whose optimizer state and checkpoints no longer match), one dict per dense layer.
-    With `finite` (the default) concrete leaves must hold no NaN or Inf: a non-finite
-    parameter is refused here, before any compute, rather than blamed later on the
-    learning rate."""
+    Concrete leaves must hold no NaN or Inf: a non-finite parameter is refused here,
+    before any compute, rather than blamed later on the learning rate."""
     expected = model.layer_shapes()
     if not isinstance(params, list):
         raise TypeError(
@@ -347,11 +346,10 @@ def check_params(model: MLP, params, name: str = "params", *, finite: bool = Tru
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise TypeError(
                     f"{name}[{l}][{k!r}] must be a float array, got dtype {leaf.dtype}")
-    if finite:
-        check_finite_leaves(
-            ((f"{name}[{l}][{k!r}]", leaf) for l, layer in enumerate(params)
-             for k, leaf in layer.items()),
-            hint="; parameters must be finite: start from jaxmlp.init_params or a checkpoint")
+    check_finite_leaves(
+        ((f"{name}[{l}][{k!r}]", leaf) for l, layer in enumerate(params)
+         for k, leaf in layer.items()),
+        hint="; parameters must be finite: start from jaxmlp.init_params or a checkpoint")
 
 
 def check_x(model: MLP, x, name: str = "x"):

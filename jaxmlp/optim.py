@@ -290,12 +290,16 @@ def describe(obj) -> Any:
     descriptions compute the same updates; `fit` stores the description in its
     checkpoints and refuses to resume a run with another one.
     """
-    if isinstance(obj, GradientTransformation):
-        made = _MADE_FROM.get(obj.update)
-        if made is None:
-            return {"name": "GradientTransformation", "init": _qualname(obj.init),
-                    "update": _qualname(obj.update), "code": _code_digest(obj.update)}
-        return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
+    if callable(obj) or isinstance(obj, GradientTransformation):
+        try:
+            made = _MADE_FROM.get(obj.update if isinstance(obj, GradientTransformation) else obj)
+        except TypeError:  # not weak-referenceable (a builtin): not made here
+            made = None
+        if made is not None:
+            return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
+    if isinstance(obj, GradientTransformation):  # assembled by hand from two functions
+        return {"name": "GradientTransformation", "init": _qualname(obj.init),
+                "update": _qualname(obj.update), "code": _code_digest(obj.update)}
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, numbers.Integral):
@@ -312,9 +316,6 @@ def describe(obj) -> Any:
     if obj is None or isinstance(obj, str):
         return obj
     if callable(obj):
-        made = _MADE_FROM.get(obj)
-        if made is not None:
-            return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
         return {"callable": _qualname(obj), "code": _code_digest(obj)}
     return {"object": type(obj).__qualname__, "repr": repr(obj)}
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from jaxmlp import activations as _act
 from jaxmlp import checkpoint as _ck
+from jaxmlp._checks import open_regular
 from jaxmlp.backprop import backprop as _backprop
 from jaxmlp.model import LOSSES, MLP, forward_pass
 
@@ -947,7 +948,7 @@ def _load_npz(path: str) -> dict:
     array.  Every read is bounded by the member's declared size.
     """
     try:
-        f = _ck._open_regular(path, path, _InputError)
+        f = open_regular(path, path, _InputError)
     except FileNotFoundError:
         raise _InputError(f"no such file: {path}") from None
     except OSError as e:

@@ -451,12 +451,6 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         args = (params, opt_state, state, x, y, xv, yv, key, np.int32(e))
         return args, _run_epoch(*args, **static)
 
-    # One epoch in flight: once an epoch takes less than _AHEAD_S, epoch e + 1 is
-    # dispatched from epoch e's outputs before e's flag and losses are read back, so the
-    # device does not sit idle through the host's round trip and bookkeeping (W1 of
-    # scripts/benchmark.py: ~10 % more samples/s).  Results are unchanged, since an epoch
-    # is a deterministic function of its inputs; an epoch dispatched after one that
-    # diverged or stopped training is dropped unread.
     if "diverged" in history:  # resumed from a run that diverged: the same outcome again
         d = history["diverged"]
         history["state"] = run.state
@@ -468,6 +462,13 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
                      f"{str(checkpoint_dir)!r}; to try again with other settings, use "
                      f"another folder or delete this one.)")
         return run.params, history
+
+    # One epoch in flight: once an epoch takes less than _AHEAD_S, epoch e + 1 is
+    # dispatched from epoch e's outputs before e's flag and losses are read back, so the
+    # device does not sit idle through the host's round trip and bookkeeping (W1 of
+    # scripts/benchmark.py: ~10 % more samples/s).  Results are unchanged, since an epoch
+    # is a deterministic function of its inputs; an epoch dispatched after one that
+    # diverged or stopped training is dropped unread.
     epoch = history["epochs_run"]
     ahead = False
     pending = None  # (args, out) of `epoch`, dispatched and not yet read

@@ -103,7 +103,7 @@ ROWS = [f"{i % 5 * 0.5},{i % 3 - 1}" for i in range(40)]
 
 
 @pytest.mark.parametrize("make_csv,message", [
-    (lambda t: t, "is a directory, not a file"),
+    (lambda t: t, "is a directory, not a regular file"),
     (_fifo, "pipe.csv is a FIFO"),  # refused from its stat: opening it would block
     (lambda t: _table(t, "nan_y.csv", "a,b,y", [r + (",nan" if i == 7 else f",{i % 2}")
                                                  for i, r in enumerate(ROWS)]),

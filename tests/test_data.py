@@ -254,7 +254,7 @@ def test_load_csv_argument_errors(tmp_path):
 
 
 def test_load_csv_refuses_what_is_not_a_regular_file(tmp_path):
-    with pytest.raises(ValueError, match=r"is a directory, not a file"):
+    with pytest.raises(ValueError, match=r"is a directory, not a regular file"):
         data.load_csv(tmp_path)
     if hasattr(os, "mkfifo"):  # opening a FIFO would block: refused from its stat alone
         fifo = tmp_path / "pipe.csv"

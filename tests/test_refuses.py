@@ -384,7 +384,7 @@ ROWS = [
         lambda t: jm.data.load_csv(_gzip_bomb(t), max_bytes=1 << 20), ValueError,
         r"the gzip data expands past 1,048,576 bytes"),
     Row("CSV", "a directory (or FIFO, device) as the path",
-        lambda t: jm.data.load_csv(t), ValueError, "is a directory, not a file"),
+        lambda t: jm.data.load_csv(t), ValueError, "is a directory, not a regular file"),
     Row("CSV", "only the target column", lambda t: jm.data.load_csv(_write(t, "y.csv", "y\n1\n2\n")),
         ValueError, "no feature columns"),
     Row("CSV", "a non-number cell: its line, column number and name",
