@@ -231,6 +231,8 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
 
 def param_bytes(model: MLP, dtype=None) -> int:
     """The bytes that `init_params(…, model, dtype=dtype)` allocates (all leaves)."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
     itemsize = _check_dtype(dtype).itemsize
     return itemsize * sum(math.prod(shape) for layer in model.layer_shapes()
                           for shape in layer.values())

@@ -309,3 +309,7 @@ def test_init_params_refuses_a_model_larger_than_memory():
     with pytest.raises(ValueError, match=r"need 4,000,004,000,000 bytes .* more than the"):
         jm.init_params(jax.random.key(0), jm.MLP((10**6, 10**6)), dtype=jnp.float32)
     assert jm.model.param_bytes(jm.MLP((3, 4, 2)), jnp.float32) == 4 * (12 + 4 + 8 + 2)
+    with pytest.raises(TypeError, match="model must be a jaxmlp.MLP"):
+        jm.model.param_bytes((3, 4, 2))
+    with pytest.raises(TypeError, match="dtype must be a float dtype"):
+        jm.model.param_bytes(jm.MLP((3, 4, 2)), jnp.int32)
