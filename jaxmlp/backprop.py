@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxmlp import activations as _act
 from jaxmlp import layers as _layers
 from jaxmlp.losses import check_inputs, data_loss, output_delta, penalty, penalty_grad
 from jaxmlp.model import MLP, forward_pass
@@ -57,7 +56,7 @@ def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=Non
     already prepared (see `losses.prepare_targets`)."""
     yhat, cache, new_state = forward_pass(model, params, x, train=True, key=key, state=state)
     L = data_loss(model, cache.z, yhat, y) + penalty(model, params)
-    acts = model.hidden_activations
+    acts = model.activation_fns
 
     grads = [dict() for _ in params]
     deltas = [None] * model.n_layers
@@ -76,7 +75,7 @@ def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=Non
         g = delta @ W                                         # ∂L/∂a⁽ˡ⁻¹⁾
         if c.mask is not None:
             g = _layers.dropout_backward(g, c.mask)           # ∂L/∂h
-        g = _act.get(acts[l - 1]).vjp(c.u, c.h, g)            # ∂L/∂u = ∂L/∂h ⊙ f′(u)
+        g = acts[l - 1].vjp(c.u, c.h, g)                      # ∂L/∂u = ∂L/∂h ⊙ f′(u)
         if c.norm is not None:
             g, grads[l - 1]["gamma"], grads[l - 1]["beta"] = _layers.norm_backward(g, c.norm)
         delta = g                                             # δ⁽ˡ⁻¹⁾ = ∂L/∂z⁽ˡ⁻¹⁾

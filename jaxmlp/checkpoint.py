@@ -12,6 +12,9 @@ Format (version 1).  A checkpoint is one uncompressed zip archive (an ``.npz``: 
   percent-encoded), written with ``allow_pickle=False``, little-endian, C order;
 - ``meta.json``, UTF-8 JSON: ``format`` ("jaxmlp.checkpoint") and ``version`` (1); ``step``
   (int ≥ 0); ``model`` (``MLP.to_dict()``, or null; ``MLP(**model)`` rebuilds it);
+  ``activations``, only when the model has custom (non-built-in) activations: for each
+  name, ``jaxmlp.activations.fingerprint`` of the function it had (f and f′ on the
+  check grid, float64);
   ``extra`` (the caller's JSON document, or null); ``arrays``, the manifest: one
   ``{"name", "dtype", "shape"}`` per array member, in checksum order (dtypes numpy has no
   native ``.npy`` code for, such as bfloat16, are stored as same-width unsigned ints with
@@ -93,6 +96,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import activations as _act
 from jaxmlp import optim as _optim
 from jaxmlp._checks import open_regular
 from jaxmlp.model import MLP, _check_state, check_params
@@ -155,7 +159,10 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
       opt_state: the optimizer state (any mix of lists, tuples, string-keyed dicts, None
         and the state NamedTuples of :mod:`jaxmlp.optim`, with array leaves), or None.
       state: batch-norm running statistics (``jaxmlp.init_state``), or None.
-      model: the `MLP`, stored as ``model.to_dict()``, or None.
+      model: the `MLP`, stored as ``model.to_dict()``, or None.  A custom activation is
+        stored by name with its values on the check grid (``activations`` in the format):
+        `load` needs it registered under that name (or the same `model` passed), and
+        refuses one whose values differ.
       step: int ≥ 0, e.g. the number of updates applied so far.
       key: a ``jax.random.key`` (or a raw uint32 key array) to store, or None.
       extra: a JSON document (a dict with string keys; values dicts, lists, tuples,
@@ -168,7 +175,8 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
       `path`, as a string.
 
     Raises:
-      ValueError: a bad `step` or `extra`, or params/state that do not match `model`.
+      ValueError: a bad `step` or `extra`, params/state that do not match `model`, or a
+        model with two different custom activations of the same name.
       TypeError: a leaf that is not an array, a dict key that is not a string, or a
         node type outside the whitelist (a custom class, a foreign NamedTuple).
     """
@@ -216,6 +224,9 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
         "arrays": manifest,
         "trees": trees,
     }
+    custom = {} if model is None else _custom_activations(model)
+    if custom:
+        meta["activations"] = {name: _act.fingerprint(a) for name, a in custom.items()}
     meta_bytes = json.dumps(meta, indent=1, allow_nan=False).encode("utf-8")
     digest = _digest(meta_bytes, (arrays[m["name"]] for m in manifest))
     _atomic_write(path, lambda f: _write_zip(f, meta_bytes, arrays, digest))
@@ -392,6 +403,11 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
         one field by field (when one was saved), and the params' structure and shapes
         must be the ones it expects (``model.layer_shapes()``).
 
+    A saved model with custom activations is rebuilt by name: through `model`'s own
+    activations when given, else through the registry (`jaxmlp.activations.register`
+    them first).  Either way each one's values on the check grid must equal those saved
+    (rtol 1e-9), so a different function under the same name is refused, never used.
+
     Returns:
       A :class:`Checkpoint`; arrays are jax arrays with the dtypes saved.
 
@@ -403,8 +419,9 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
         shape, or declaring another uncompressed size than the manifest's dtype × shape
         plus a .npy header of at most 64 KiB, a ``meta.json`` over 64 MiB, a checksum
         mismatch), a pickled member, another format or format version, float64 arrays
-        without ``jax_enable_x64``, or a `model` that differs from the saved one or does
-        not fit the params.
+        without ``jax_enable_x64``, a `model` that differs from the saved one or does
+        not fit the params, or a custom activation that is not registered or is not the
+        function it was saved with.
     """
     path = os.fspath(path)
     if model is not None and not isinstance(model, MLP):
@@ -443,12 +460,14 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
             f"checkpoint {path!r} is corrupted: arrays {sorted(set(arrays) - used)} are in "
             f"the manifest but in no tree")
 
-    saved_model = _decode_model(meta["model"], path)
+    saved_model = _decode_model(meta["model"], path, like=model)
     if model is not None:
         if saved_model is not None:
             _compare_models(saved_model, model, path)
         _check_fit(model, trees["params"], trees["state"], path)
         saved_model = model
+    if saved_model is not None and meta["model"] is not None:
+        _check_activations(meta.get("activations"), saved_model, path)
     return Checkpoint(trees["params"], trees["opt_state"], trees["state"], saved_model,
                       meta["step"], key, meta["extra"], trees["aux"])
 
@@ -807,14 +826,75 @@ def _decode_key(node, arrays: dict, used: set, path: str):
             f"checkpoint {path!r}: cannot rebuild its PRNG key of impl {impl!r} ({e})") from e
 
 
-def _decode_model(d, path: str) -> Optional[MLP]:
+def _decode_model(d, path: str, like: Optional[MLP] = None) -> Optional[MLP]:
+    """MLP(**d); the names of `like`'s unregistered custom activations stand for them."""
     if d is None:
         return None
+    own = {} if like is None else {
+        n: a for n, a in _custom_activations(like).items() if not _act.is_named(a)}
+    if own and isinstance(d, dict):
+        d = dict(d)
+        for field in ("activation", "output"):
+            v = d.get(field)
+            if isinstance(v, list):
+                d[field] = [own.get(n, n) if isinstance(n, str) else n for n in v]
+            elif isinstance(v, str):
+                d[field] = own.get(v, v)
     try:
         return MLP(**d)
     except (TypeError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint {path!r} holds a model config this jaxmlp cannot build: {e}") from e
+
+
+def _custom_activations(model: MLP) -> dict:
+    """name -> Activation for the model's non-built-in activations (hidden and output);
+    ValueError when two different ones share a name (a checkpoint could not tell them
+    apart)."""
+    out = {}
+    for a in model.activation_fns + (model.output_fn,):
+        if _act.ACTIVATIONS.get(a.name) == a:
+            continue
+        if out.setdefault(a.name, a) != a:
+            raise ValueError(
+                f"the model has two different activations named {a.name!r}; a checkpoint "
+                f"stores activations by name: build them with distinct names")
+    return out
+
+
+def _check_activations(saved, model: MLP, path: str) -> None:
+    """CheckpointError unless each custom activation of `model` has the values on the
+    check grid that the checkpoint recorded for its name."""
+    custom = _custom_activations(model)
+    if not custom:
+        return
+    if not isinstance(saved, dict):
+        raise _corrupt(path, f"its model has custom activations {sorted(custom)} but "
+                             f"{META} has no record of them")
+    for name, act in custom.items():
+        rec = saved.get(name)
+        now = _act.fingerprint(act)
+        try:
+            ok = (isinstance(rec, dict) and rec.get("z") == now["z"]
+                  and all(len(rec[k]) == len(now[k]) for k in ("f", "df")))
+            if ok:
+                old = {k: np.asarray(rec[k], np.float64) for k in ("f", "df")}
+        except (TypeError, ValueError, KeyError):
+            ok = False
+        if not ok:
+            raise _corrupt(path, f"its record of activation {name!r} is missing or "
+                                 f"malformed")
+        for k, label in (("f", "f"), ("df", "f′")):
+            new = np.asarray(now[k], np.float64)
+            off = ~np.isclose(old[k], new, rtol=1e-9, atol=1e-12)
+            if off.any():
+                i = int(np.flatnonzero(off)[0])
+                raise CheckpointError(
+                    f"checkpoint {path!r} was saved with another activation {name!r} than "
+                    f"the one used now: at z = {now['z'][i]:g} its {label} was "
+                    f"{old[k][i]:.10g}, now {new[i]:.10g} ({int(off.sum())} of "
+                    f"{off.size} grid points differ); register the function it was "
+                    f"trained with under that name")
 
 
 def _compare_models(saved: MLP, given: MLP, path: str) -> None:

@@ -41,7 +41,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import activations as _act
 from jaxmlp.backprop import backprop_pass
 from jaxmlp.losses import check_inputs
 from jaxmlp.model import MLP, check_mode, forward_pass
@@ -163,8 +162,7 @@ def delta_norms(deltas) -> Array:
 
 def _derivatives(model: MLP, params, x, key, state) -> tuple:
     _, cache, _ = forward_pass(model, params, x, train=True, key=key, state=state)
-    return tuple(_act.get(name).df(c.u, c.h)
-                 for name, c in zip(model.hidden_activations, cache.hidden))
+    return tuple(act.df(c.u, c.h) for act, c in zip(model.activation_fns, cache.hidden))
 
 
 _derivatives_jit = jax.jit(_derivatives, static_argnums=0)

@@ -12,7 +12,8 @@ For a dense layer W ∈ ℝ^{n_out×n_in}:
 
 Normal schemes are exact normals (no truncation), so the variances above are exact.
 `auto` picks `he_normal` when the activation the layer's input went through (the first
-hidden activation for layer 0) is in the ReLU family (relu, leaky_relu, elu, gelu), and
+hidden activation for layer 0) is in the ReLU family (relu, leaky_relu, elu, gelu, and
+custom activations with `relu_like`: see `jaxmlp.activations.custom`), and
 `xavier_uniform` otherwise: He's derivation compensates the variance the nonlinearity
 halves, and that nonlinearity acts on the layer's input.
 """

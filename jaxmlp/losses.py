@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp import activations as _act
 from jaxmlp._checks import as_array, check_finite, is_concrete
 from jaxmlp.model import MLP, check_mode, check_params, check_x, forward_pass
 
@@ -80,7 +79,7 @@ def output_delta(model: MLP, z: Array, yhat: Array, y: Array) -> Array:
     g = (2.0 if model.loss == "mse" else 1.0) * scale * (yhat - y)  # ∂L/∂ŷ
     if model.output == "identity":
         return g
-    return _act.get(model.output).vjp(z, yhat, g)
+    return model.output_fn.vjp(z, yhat, g)
 
 
 def penalty(model: MLP, params) -> Array:

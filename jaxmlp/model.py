@@ -51,9 +51,11 @@ class MLP:
 
     Args:
       sizes: layer widths (n_in, n_1, …, n_out); at least two positive ints.
-      activation: the hidden activation, one name for every hidden layer or a tuple with
-        one name per hidden layer (len(sizes) − 2 of them). Any of identity, sigmoid,
-        tanh, relu, leaky_relu, elu, gelu.
+      activation: the hidden activation, one for every hidden layer or a tuple with one
+        per hidden layer (len(sizes) − 2 of them). Each is a name (identity, sigmoid,
+        tanh, relu, leaky_relu, elu, gelu, or one registered with
+        `jaxmlp.activations.register`) or an `Activation` from
+        `jaxmlp.activations.custom`.
       output: the output activation: any hidden activation or `softmax`.
       loss: `mse`, `sse`, `bce` (needs `sigmoid` output) or `cce` (needs `softmax`).
       init: `auto` or a scheme of `jaxmlp.init` (used by `init_params`).
@@ -66,6 +68,13 @@ class MLP:
       norm_momentum: batch-norm running statistics are updated as
         running ← norm_momentum·running + (1 − norm_momentum)·batch (Keras convention;
         PyTorch's momentum=0.1 is the same rule as 0.9 here); in [0, 1).
+
+    Each activation is resolved when the model is built and kept with it (not in `repr`,
+    but in `==` and `hash`): a model named "swish" goes on computing the swish it was
+    built with after the registry changes, and a model built after
+    `register("swish", ..., overwrite=True)` is another model, so jit caches never mix
+    the two. Fields hold names where a name stands for the activation (built-in or
+    registered) and the `Activation` object otherwise.
     """
 
     sizes: tuple
@@ -78,6 +87,8 @@ class MLP:
     norm: Optional[str] = None
     dropout: float = 0.0
     norm_momentum: float = 0.9
+    # ((Activation per hidden layer), output Activation), resolved at construction
+    _fns: tuple = dataclasses.field(default=(), init=False, repr=False)
 
     def __post_init__(self):
         sizes = self.sizes
@@ -92,28 +103,31 @@ class MLP:
         n_hidden = len(sizes) - 2
 
         act = self.activation
-        if isinstance(act, str):
-            names = (act,) * n_hidden
+        if isinstance(act, (str, _act.Activation)):
+            act, fn = _hidden(act)
+            fns = (fn,) * n_hidden
         elif isinstance(act, (list, tuple)):
             act = tuple(act)
             if len(act) != n_hidden:
                 raise ValueError(
                     f"activation tuple must have one name per hidden layer "
                     f"({n_hidden} for sizes {sizes}), got {len(act)}: {act!r}")
-            names = act
+            act, fns = zip(*map(_hidden, act)) if act else ((), ())
+            act, fns = tuple(act), tuple(fns)
         else:
             raise ValueError(
-                f"activation must be a name or a tuple of names, got {act!r}")
-        for name in (act,) if isinstance(act, str) else names:
-            if name not in _act.HIDDEN_ACTIVATIONS:
-                raise ValueError(
-                    f"unknown hidden activation {name!r}; expected one of "
-                    f"{list(_act.HIDDEN_ACTIVATIONS)} (softmax is output-only)")
+                f"activation must be a name, an Activation or a tuple of them, got {act!r}")
         object.__setattr__(self, "activation", act)
 
-        if self.output not in _act.ACTIVATIONS:
+        output = self.output
+        if not isinstance(output, _act.Activation) and not _act.is_known(output):
             raise ValueError(
-                f"unknown output {self.output!r}; expected one of {list(_act.ACTIVATIONS)}")
+                f"unknown output {output!r}; expected one of {list(_act.ACTIVATIONS)}"
+                + (f" or a registered one {list(_act.registered())}"
+                   if _act.registered() else ""))
+        output, out_fn = _canonical(output)
+        object.__setattr__(self, "output", output)
+        object.__setattr__(self, "_fns", (fns, out_fn))
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
         needed = LOSSES[self.loss]
@@ -152,9 +166,18 @@ class MLP:
     @property
     def hidden_activations(self) -> tuple:
         """One activation name per hidden layer."""
-        if isinstance(self.activation, str):
-            return (self.activation,) * (len(self.sizes) - 2)
-        return self.activation
+        return tuple(a.name for a in self._fns[0])
+
+    @property
+    def activation_fns(self) -> tuple:
+        """One `jaxmlp.activations.Activation` per hidden layer, as resolved at
+        construction."""
+        return self._fns[0]
+
+    @property
+    def output_fn(self):
+        """The output `jaxmlp.activations.Activation`, as resolved at construction."""
+        return self._fns[1]
 
     def layer_shapes(self) -> list:
         """The expected params shapes: one dict of name -> shape per dense layer."""
@@ -169,12 +192,44 @@ class MLP:
         return shapes
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable description; `MLP(**d)` rebuilds the model."""
-        d = dataclasses.asdict(self)
+        """A JSON-serialisable description; `MLP(**d)` rebuilds the model.
+
+        Activations appear by name, so a model with a custom (non-built-in) activation is
+        rebuilt from `d` only while that name is registered, with whatever is registered
+        under it then; `jaxmlp.checkpoint` records the function's values too and refuses
+        a mismatch."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["sizes"] = list(self.sizes)
         if isinstance(self.activation, tuple):
-            d["activation"] = list(self.activation)
+            d["activation"] = [_name(a) for a in self.activation]
+        else:
+            d["activation"] = _name(self.activation)
+        d["output"] = _name(self.output)
         return d
+
+
+def _name(spec) -> str:
+    return spec.name if isinstance(spec, _act.Activation) else spec
+
+
+def _canonical(spec):
+    """(what the model's field holds, the Activation): the name when the name alone
+    stands for the activation (built-in or registered), else the Activation itself."""
+    fn = _act.resolve(spec)
+    return (fn.name if _act.is_named(fn) else fn), fn
+
+
+def _hidden(spec):
+    """_canonical for a hidden layer: softmax (or any non-elementwise one) refused."""
+    if not isinstance(spec, _act.Activation) and spec not in _act.hidden_names():
+        raise ValueError(
+            f"unknown hidden activation {spec!r}; expected one of "
+            f"{list(_act.hidden_names())} (softmax is output-only), or register your own "
+            f"with jaxmlp.activations.register(name, f, df)")
+    value, fn = _canonical(spec)
+    if fn.df is None:
+        raise ValueError(f"activation {fn.name!r} is not elementwise: softmax is output-only")
+    return value, fn
 
 
 # --------------------------------------------------------------------------- params
@@ -186,12 +241,9 @@ def _default_dtype():
 def auto_scheme(model: MLP, layer: int) -> str:
     """The scheme `init="auto"` uses for dense layer `layer`: by the activation its input
     went through (the first hidden activation for layer 0, the output for no hidden layer)."""
-    acts = model.hidden_activations
-    if not acts:
-        name = model.output
-    else:
-        name = acts[max(layer - 1, 0)]
-    return "he_normal" if name in _act.RELU_FAMILY else "xavier_uniform"
+    acts = model.activation_fns
+    act = acts[max(layer - 1, 0)] if acts else model.output_fn
+    return "he_normal" if act.relu_like else "xavier_uniform"
 
 
 def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=None) -> Params:
@@ -464,7 +516,7 @@ def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
       (yhat (N, n_out), Cache, new_state): new_state is the updated batch-norm running
       statistics in training mode with a state, else `state` unchanged.
     """
-    acts = model.hidden_activations
+    acts = model.activation_fns
     n_hidden = len(acts)
     drop = train and model.dropout > 0
     keys = jax.random.split(key, n_hidden) if drop and n_hidden else None
@@ -484,7 +536,7 @@ def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
                 z, layer["gamma"], layer["beta"], running=running, train=train,
                 momentum=model.norm_momentum)
             new_state.append(new_running)
-        h = _act.get(acts[l]).f(u)
+        h = acts[l].f(u)
         if drop:
             a_next, mask = _layers.dropout_forward(h, keys[l], model.dropout)
         else:
@@ -493,7 +545,7 @@ def forward_pass(model: MLP, params: Params, x: Array, *, train: bool = False,
         a = a_next
     last = params[-1]
     z = affine(a, last["W"], last["b"])
-    yhat = _act.get(model.output).f(z)
+    yhat = model.output_fn.f(z)
     if state is None or not train:
         new_state = state
     return yhat, Cache(tuple(caches), a, z, yhat), new_state

@@ -280,6 +280,30 @@ def test_int_labels_equal_one_hot():
 # --------------------------------------------------------------------------- planted mistakes
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mistake, field, factor", [
+    ("times_m", "reduction='sum'", "×m (m = 7): the loss summed over the batch"),
+    ("half", "squared='half_mean'", "×½: a ½ in the squared error"),
+])
+def test_whole_gradient_factor_of_another_convention(layout, mistake, field, factor):
+    # Every gradient m× (or ½×) ours under mse, with no loss to contradict it, is not a
+    # bug but another convention (the loss summed over the batch; ½·mse): the report says
+    # so, names the factor and only the fields that matter here, and how to declare it.
+    cand = DEEP.candidate(layout, mistake, None)
+    cand.pop("loss")
+    report = oracle.compare(cand, reference(DEEP, layout))
+    assert not report.ok
+    assert report.convention_match is not None and field in report.convention_match
+    assert "bce_outputs" not in report.convention_match  # irrelevant to mse: not named
+    assert "l2=" not in report.convention_match          # λ = 0: not named
+    for q in (report.dW, report.db, report.delta):
+        for e in q:
+            assert e.status == "mismatch" and e.rule == "convention", e.diagnosis
+            assert factor in e.diagnosis and field in e.diagnosis, e.diagnosis
+    assert "pass convention=Convention(" in str(report)
+    assert "right for another convention" in report.diagnosis
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mistake, expected", [
     ("times_m", "m× the reference: summed over the batch of m = 7"),
     ("half", "½× the reference: a missing factor 2"),
@@ -287,7 +311,10 @@ def test_int_labels_equal_one_hot():
     ("sign", "wrong sign"),
 ])
 def test_constant_factor_mistakes(layout, mistake, expected):
+    # The candidate's loss is the declared (mean) one, so gradients m× or ½× of it are a
+    # bug, not another convention: the gradient is not the gradient of its own loss.
     report = check(DEEP, layout, mistake)
+    assert report.convention_match is None
     assert not report.ok
     assert report.first_bad_layer == 2  # planted in the output δ, which spreads everywhere
     for q in (report.dW, report.db, report.delta):
@@ -478,7 +505,7 @@ _NAN_X[0, 0] = np.nan
     (dict(biases=[_B[0], np.zeros(5), _B[2]]), ValueError,
      r"biases\[1\] must have shape \(6,\) or \(6, 1\).*got \(5,\)"),
     (dict(x=_X.T), ValueError,
-     r"x must have shape \(m, 4\).*got \(4, 7\).*layout='features_first'"),
+     r"x must have shape \(m, 4\).*got \(4, 7\).*looks features_first.*data='features_first'"),
     (dict(x=_X[:, :3]), ValueError, r"x must have shape \(m, 4\)"),
     (dict(x=_X[0]), ValueError, "x must be 2-D"),
     (dict(x=_NAN_X), ValueError, "x contains NaN or Inf"),
@@ -517,8 +544,11 @@ def test_label_and_target_range_validation():
 def test_compare_validation():
     ref = reference(DEEP, "batch_first")
     good = {"dW": ref["dW"], "db": ref["db"]}
-    with pytest.raises(TypeError, match="candidate must be a dict"):
-        oracle.compare([ref["dW"], ref["db"]], ref)
+    with pytest.raises(TypeError, match="candidate: cannot read gradients from a str"):
+        oracle.compare("dW", ref)
+    with pytest.raises(TypeError, match="candidate: cannot read gradients from an int"):
+        oracle.compare(3, ref)
+    assert oracle.compare([ref["dW"], ref["db"]], ref).ok  # a (dW, db) pair is read too
     with pytest.raises(ValueError, match="candidate has no 'db'"):
         oracle.compare({"dW": ref["dW"]}, ref)
     with pytest.raises(ValueError, match=r"candidate\['dW'\] has 2 entries but the ref"):
@@ -600,7 +630,7 @@ def test_cli_extra_keys_and_nan_gradients(tmp_path, capsys):
     ("no_activation", "--activation is required"),
     ("bad_activation", "unknown activation 'swish'"),
     ("bad_layout", "invalid choice"),
-    ("missing_flag", "the following arguments are required: --loss"),
+    ("missing_flag", "--loss is required for this target"),
 ])
 def test_cli_unusable_input(tmp_path, capsys, case, match):
     path = str(tmp_path / "in.npz")

@@ -199,6 +199,29 @@ def _diverged_ckpt(tmp):
     return call()
 
 
+def _registered_twice(tmp):
+    jm.activations.register("my_softplus", jax.nn.softplus, jax.nn.sigmoid)
+    try:
+        jm.activations.register("my_softplus", jax.nn.softplus, jax.nn.sigmoid)
+    finally:
+        jm.activations.unregister("my_softplus")
+
+
+def _other_activation(tmp):
+    """A checkpoint of a model with a registered activation, loaded after the name was
+    registered again with another function."""
+    act = jm.activations.register("my_act", jax.nn.softplus, jax.nn.sigmoid)
+    try:
+        model = jm.MLP((3, 4, 1), activation="my_act")
+        path = jm.checkpoint.save(tmp / "a.npz", model=model,
+                                  params=jm.init_params(jax.random.key(0), model))
+        jm.activations.register("my_act", jnp.tanh, lambda z, a: 1 - a * a, overwrite=True)
+        return jm.checkpoint.load(path)
+    finally:
+        jm.activations.unregister("my_act")
+        del act
+
+
 def _resume_other(tmp, **change):
     args = dict(opt=optim.adam(1e-3), y=YR)
     jm.fit(REG, PR, args["opt"], XR, args["y"], epochs=1, batch_size=4, key=jax.random.key(0),
@@ -221,6 +244,19 @@ ROWS = [
     Row("MLP", "activation tuple of the wrong length",
         lambda t: jm.MLP((3, 4, 4, 1), activation=("relu",)), ValueError,
         "one name per hidden layer"),
+    Row("activations", "`register(name, f, df)` with a wrong f′ (`jnp.tanh` with df = 1 − a)",
+        lambda t: jm.activations.register("my_tanh", jnp.tanh, lambda z, a: 1 - a), ValueError,
+        r"df is not the derivative of f: it differs from jax.grad\(f\) at \d+ of the 21 grid "
+        r"points"),
+    Row("activations", "`register(\"relu\", f, df)`: a built-in name",
+        lambda t: jm.activations.register("relu", jax.nn.relu, lambda z: (z > 0) * 1.0),
+        ValueError, "'relu' is a built-in activation and cannot be replaced"),
+    Row("activations", "a name registered twice without `overwrite=True`", _registered_twice,
+        ValueError, "'my_softplus' is already registered; pass overwrite=True"),
+    Row("MLP", "an `Activation` built by hand (its f′ never checked)",
+        lambda t: jm.MLP((3, 4, 1), activation=jm.activations.Activation(
+            "mine", jnp.tanh, lambda z, a: a, lambda z, a, g: g * a)), ValueError,
+        "was not built by jaxmlp.activations.custom or register"),
     Row("MLP", "`loss=\"bce\"` with an identity output", lambda t: jm.MLP((3, 4, 1), loss="bce"),
         ValueError, "loss='bce' needs output='sigmoid'"),
     Row("MLP", "`loss=\"cce\"` with a sigmoid output",
@@ -447,6 +483,9 @@ ROWS = [
         jm.checkpoint.CheckpointError, "corrupted"),
     Row("checkpoint", "another format version", lambda t: jm.checkpoint.load(_other_version(t)),
         jm.checkpoint.CheckpointError, "version 99"),
+    Row("checkpoint", "a custom activation now registered with another function",
+        _other_activation, jm.checkpoint.CheckpointError,
+        "saved with another activation 'my_act' than the one used now"),
     Row("checkpoint", "a model that does not match",
         lambda t: jm.checkpoint.load(_ckpt(t), model=jm.MLP((3, 8, 1))),
         jm.checkpoint.CheckpointError, "sizes"),
