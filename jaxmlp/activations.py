@@ -312,7 +312,9 @@ def register(name: str, f: Callable, df: Callable, *, overwrite: bool = False,
       The registered `Activation`.
 
     Raises:
-      as `custom`; ValueError also for a name already registered unless `overwrite`.
+      ValueError: as `custom` (a wrong f′, a non-finite or non-elementwise f), and for a
+        name already registered unless `overwrite`.
+      TypeError: as `custom`.
     """
     _check_name(name)
     if name in _REGISTRY and not overwrite:

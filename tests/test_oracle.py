@@ -730,3 +730,23 @@ def test_python_m_subprocess(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=root, env=lane.env())
     assert proc.returncode == 1, proc.stderr
     assert "δ of layer 1 is missing the activation derivative f′(z)" in proc.stdout
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m", [1, M])
+def test_db_summed_over_everything(layout, m):
+    """np.sum(dZ) with no axis: one number where one entry per unit belongs, named as
+    such at every batch size (with m = 1 it is not 'one value per example')."""
+    Ws, bs, X, Y = COURSE.args(layout)
+    if layout == "features_first":
+        X, Y = X[:, :m], Y[:, :m]
+    else:
+        X, Y = X[:m], Y[:m]
+    ref = oracle.reference_gradients(Ws, bs, X, Y, **COURSE.names(), layout=layout)
+    cand = {"dW": ref["dW"], "db": [np.sum(ref["db"][0]), ref["db"][1]]}
+    report = oracle.compare(cand, ref)
+    e = report.db[0]
+    assert e.status == "shape" and e.rule == "db_all_summed", (e.rule, e.diagnosis)
+    assert "np.sum(dZ) with no axis" in e.diagnosis
+    assert "the sum of the reference's entries" in e.diagnosis
+    assert report.dW[0].status == "ok" and report.db[1].status == "ok"

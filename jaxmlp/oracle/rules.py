@@ -330,9 +330,25 @@ def _db_not_summed(ctx, q, l, c):
     yield None, text
 
 
+def _all_summed_applies(ctx, q, l, c):
+    r = ctx.ref.db[l]
+    return q == "db" and c.size == 1 and r.size != 1
+
+
+def _all_summed(ctx, q, l, c):
+    r = ctx.ref.db[l]
+    text = (f"db is one number, expected {r.shape}: summed over the units as well as over "
+            f"the examples (np.sum(dZ) with no axis); db = Σ δ over the batch only, one "
+            f"entry per unit")
+    if ctx.close(np.reshape(c, ()), np.sum(r)):
+        text += " (your number is the sum of the reference's entries)"
+    yield None, text
+
+
 def _per_unit_applies(ctx, q, l, c):
     m, r = ctx.ref.m, ctx.ref.db[l]
-    return q == "db" and m is not None and c.size == m and r.size != m
+    return (q == "db" and m is not None and c.size == m and r.size != m
+            and not _all_summed_applies(ctx, q, l, c))
 
 
 def _per_unit(ctx, q, l, c):
@@ -741,6 +757,7 @@ def _always(ctx, q, l, c):
 _SHAPE_RULES = (
     Rule("shape_transposed", _is_transposed, _transposed),
     Rule("db_not_summed", _db_not_summed_applies, _db_not_summed),
+    Rule("db_all_summed", _all_summed_applies, _all_summed),
     Rule("db_per_unit", _per_unit_applies, _per_unit),
     Rule("wrong_layer_input", lambda ctx, q, l, c: q == "dW" and _full_other_shape(
         ctx, q, l, c), _wrong_layer_input),
