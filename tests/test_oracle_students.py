@@ -438,7 +438,7 @@ def test_correct_port_under_another_preset_is_that_convention_not_a_bug(style, o
         [(e.quantity, e.layer, e.rule) for e in bad], str(rep))
     assert re.search(r"convention", rep.diagnosis), rep.diagnosis
     # the convention the report proposes, as a student would copy it, makes this code right
-    proposed = re.search(r"pass convention=('[a-z_]+'|Convention\([^)]*\))", rep.diagnosis)
+    proposed = re.search(r"pass convention=('[a-z0-9_]+'|Convention\([^)]*\))", rep.diagnosis)
     assert proposed, rep.diagnosis
     conv = eval(proposed.group(1), {"Convention": oracle.Convention})
     assert case.report(convention=conv).ok, (conv, str(case.report(convention=conv)))

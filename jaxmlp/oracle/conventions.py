@@ -56,7 +56,7 @@ def base_loss(loss: str) -> str:
     return "sse" if loss in ("mse", "sse") else loss
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Convention:
     """How a user writes weights, data, the loss and its L2 penalty.
 
@@ -73,7 +73,8 @@ class Convention:
         (1/K)Σ, "half_mean" ½(1/K)Σ, "sum" Σ, "half_sum" ½Σ.
       bce_outputs: one example's binary cross-entropy over its K outputs: "mean" or "sum".
       l2: the penalty on weights (never biases) for strength λ: "half" (λ/2)ΣW², "full"
-        λΣW², "half_m" λ/(2m)ΣW² with m the examples in the gradient.
+        λΣW², "half_m" λ/(2m)ΣW² with m the examples in the gradient (or λ/(2n)ΣW² with
+        n the training-set size, `reference_gradients(..., n_train=n)`).
       one_over_m: where the batch mean's 1/m lives: "delta" (δ = ∂L/∂z holds it) or "dW"
         (your δ, often called dZ, is per example and dW = (1/m)·dZ·Aᵀ, db = (1/m)ΣdZ).
         Only what you call δ differs; dW and db are the same.
@@ -89,6 +90,29 @@ class Convention:
     l2: str = "half"
     one_over_m: str = "delta"
     labels: str = "index"
+
+    def __init__(self, name: str = "custom", *, weights: str = "out_in",
+                 data: str = "batch_first", reduction: str = "mean", squared: str = "as_named",
+                 bce_outputs: str = "mean", l2: str = "half", one_over_m: str = "delta",
+                 labels: str = "index", **unknown):
+        if unknown:
+            raise ValueError(f"unknown Convention field(s) {sorted(unknown)}; the fields are "
+                             f"{['name'] + list(FIELDS)}")
+        values = dict(name=name, weights=weights, data=data, reduction=reduction,
+                      squared=squared, bce_outputs=bce_outputs, l2=l2, one_over_m=one_over_m,
+                      labels=labels)
+        for field, value in values.items():
+            object.__setattr__(self, field, value)
+        self.__post_init__()
+
+    def replace(self, **changes) -> "Convention":
+        """This convention with a few fields changed, e.g.
+        ``CONVENTIONS["cs231n"].replace(reduction="sum")``; named "custom" unless `name`
+        is given.  ValueError for an unknown field or value."""
+        fields = {f: getattr(self, f) for f in FIELDS}
+        fields.update(changes)
+        fields.setdefault("name", "custom")
+        return Convention(**fields)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -122,9 +146,11 @@ class Convention:
             s *= K
         return s
 
-    def l2_coef(self, l2: float, m: int) -> float:
-        """c in the penalty c·ΣW² for strength `l2` (gradient 2c·W)."""
-        return {"half": l2 / 2, "full": float(l2), "half_m": l2 / (2 * m)}[self.l2]
+    def l2_coef(self, l2: float, m: int, n: Optional[int] = None) -> float:
+        """c in the penalty c·ΣW² for strength `l2` (gradient 2c·W); "half_m" divides by
+        n (the training-set size) when given, else by the m examples in the gradient."""
+        return {"half": l2 / 2, "full": float(l2),
+                "half_m": l2 / (2 * (m if n is None else n))}[self.l2]
 
     def delta_scale(self, m: int) -> float:
         """What this convention calls δ, over ∂L/∂z: m when the 1/m is in dW."""

@@ -46,7 +46,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from jaxmlp.oracle.conventions import base_loss, resolve
-from jaxmlp.oracle.reference import _check_l2, _check_names, reference_gradients
+from jaxmlp.oracle.reference import (_check_l2, _check_n_train, _check_names,
+                                      reference_gradients)
 from jaxmlp.oracle.report import OracleReport, tolerance
 from jaxmlp.oracle.rules import compare, gradients_from
 
@@ -264,7 +265,8 @@ def _call(fn, conv, weights, biases, X, Y, kw):
 
 def probe(fn: Callable, *, output: str, loss: str, activations="relu", convention="jaxmlp",
           depths=(1, 2, 3), batch_sizes=(1, 7, 64), l2: float = 0.0, seed: int = 0,
-          rtol: float = 1e-6, atol: float = 1e-9, saturate: bool = True) -> ProbeReport:
+          rtol: float = 1e-6, atol: float = 1e-9, saturate: bool = True,
+          n_train=None) -> ProbeReport:
     """Runs your forward/backward `fn` on generated networks and checks every result.
 
     Args:
@@ -284,6 +286,9 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
       seed: seeds the generated weights, inputs and targets.
       rtol, atol: as for `compare` (float32 code needs about 1e-4, 1e-6).
       saturate: also run one configuration per depth with large weights and inputs.
+      n_train: the n of an L2 penalty λ/(2n)ΣW² (l2="half_m") when your `fn` divides by a
+        training-set size n of its own rather than the batch size (as for
+        `reference_gradients`); default each configuration's m.
 
     Returns:
       A `ProbeReport`: `.ok` (every configuration matched), `.results` (one
@@ -294,7 +299,7 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
       TypeError: `fn` is not callable or cannot take (weights, biases, x, y); l2 ≠ 0 and
         `fn` has none of the parameters in `L2_NAMES`; malformed arguments.
       ValueError: unknown names or convention, non-positive depths or batch sizes,
-        negative l2 or tolerances.
+        negative l2 or tolerances, an n_train that is not a positive integer.
     """
     if not callable(fn):
         raise TypeError(f"fn must be a function fn(weights, biases, x, y, **kw), got "
@@ -305,6 +310,7 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
     depths = _positive_ints(depths, "depths")
     batch_sizes = _positive_ints(batch_sizes, "batch_sizes")
     l2 = _check_l2(l2)
+    n_train = _check_n_train(n_train, None)
     rtol, atol = tolerance(rtol, "rtol"), tolerance(atol, "atol")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
@@ -337,7 +343,7 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
         W, b, x, y, labels = _problem(sizes, m, output, base_loss(loss), rng, saturated)
         weights, biases, X, Y = _in_layout(conv, W, b, x, y, labels)
         ref = reference_gradients(weights, biases, X, Y, activation=jm_name, output=output,
-                                  loss=loss, convention=conv, l2=l2)
+                                  loss=loss, convention=conv, l2=l2, n_train=n_train)
         z_out = float(np.max(np.abs(ref["internals"].z[-1])))
         if saturated and z_out > _MAX_LOGIT:
             # near saturation, not past it: σ(z) rounds to 1 in float64 from z ≈ 37, and
@@ -345,7 +351,8 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
             W[-1], b[-1] = W[-1] * (_MAX_LOGIT / z_out), b[-1] * (_MAX_LOGIT / z_out)
             weights, biases, X, Y = _in_layout(conv, W, b, x, y, labels)
             ref = reference_gradients(weights, biases, X, Y, activation=jm_name,
-                                      output=output, loss=loss, convention=conv, l2=l2)
+                                      output=output, loss=loss, convention=conv, l2=l2,
+                                      n_train=n_train)
         kw = dict(kw_l2)
         if takes_activation:
             kw["activation"] = user_name

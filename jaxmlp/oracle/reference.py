@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +27,14 @@ from jaxmlp import activations as _act
 from jaxmlp.oracle.report import real_array
 from jaxmlp.backprop import backprop as _backprop
 from jaxmlp.model import LOSSES, MLP, forward_pass
+from jaxmlp.oracle import containers as _containers
 from jaxmlp.oracle.conventions import CONVENTIONS, Convention, base_loss, resolve
 
 __all__ = ["reference_gradients", "LAYOUTS", "Internals"]
 
 LAYOUTS = ("batch_first", "features_first")
+_UNSET = object()  # reference_gradients(params, x, y): the three-argument form
+
 _EXAMPLE = {"batch_first": "e.g. 'jaxmlp', 'cs231n', 'sklearn'",
             "features_first": "e.g. 'deeplearning_ai'"}
 
@@ -103,6 +106,15 @@ def _check_names(activation, output, loss):
     return activation
 
 
+def _chains(Ws, in_out: bool) -> bool:
+    """The 2-D arrays Ws chain as a layer stack in that W layout."""
+    if any(np.ndim(W) != 2 for W in Ws):
+        return False
+    n_in = (lambda W: W.shape[0]) if in_out else (lambda W: W.shape[1])
+    n_out = (lambda W: W.shape[1]) if in_out else (lambda W: W.shape[0])
+    return all(n_in(W) == n_out(V) for V, W in zip(Ws, Ws[1:]))
+
+
 def _check_weights(weights, biases, conv: Convention):
     """Shapes of the layer stack in `conv`'s W layout; returns (Ws (n_out, n_in), bs, sizes)."""
     Ws = [_as_float64(W, f"weights[{l}]") for l, W in enumerate(_as_list(weights, "weights"))]
@@ -123,6 +135,15 @@ def _check_weights(weights, biases, conv: Convention):
             if n_in != n:
                 want = f"({n}, n_out)" if in_out else f"(n_out, {n})"
                 flipped = (W.shape[1] if in_out else W.shape[0]) == n
+                if _chains(Ws, not in_out):
+                    presets = ("'jaxmlp', 'deeplearning_ai', 'nielsen'" if in_out
+                               else "'cs231n', 'sklearn'")
+                    raise ValueError(
+                        f"weights[{l}] has shape {W.shape}, which does not chain in convention "
+                        f"{conv.name!r}'s W {form}; your weights chain as "
+                        f"{'(n_out, n_in)' if in_out else '(n_in, n_out)'}: pass "
+                        f"convention={presets.split(', ')[0]} or another with "
+                        f"weights={'out_in' if in_out else 'in_out'!r} ({presets})")
                 raise ValueError(
                     f"weights[{l}] must have shape {want}: its n_in must equal "
                     f"weights[{l - 1}]'s n_out = {n}, got {W.shape}; convention "
@@ -205,13 +226,24 @@ def _check_l2(l2) -> float:
     return float(l2)
 
 
+def _check_n_train(n_train, m: Optional[int]) -> Optional[int]:
+    """n_train (default m) as a positive int; ValueError naming it otherwise."""
+    if n_train is None:
+        return m
+    if isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train < 1:
+        raise ValueError(f"n_train must be a positive integer (the training-set size n of "
+                         f"an L2 penalty λ/(2n)ΣW²), got {n_train!r}")
+    return int(n_train)
+
+
 # --------------------------------------------------------------------------- reference
 
 class Internals(NamedTuple):
     """What the diagnoses need, in jaxmlp's own terms (batch-first rows, W (n_out, n_in)):
     W, b (n_out,), x (m, n_x), y (m, K) (cce labels one-hot), z, a, delta (∂L/∂z of *your* loss, with
     the 1/m in it), data_dW (the data part of dW, no penalty), c (the penalty c·ΣW²), s
-    (your data loss over jaxmlp's `base_loss`), m, K, l2, loss (the name you passed)."""
+    (your data loss over jaxmlp's `base_loss`), m, K, l2, loss (the name you passed), n_train
+    (the n of a λ/(2n)ΣW² penalty; m unless you passed another)."""
 
     W: list
     b: list
@@ -227,6 +259,7 @@ class Internals(NamedTuple):
     K: int
     l2: float
     loss: str
+    n_train: Optional[int] = None
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -238,14 +271,26 @@ def _forward_cache(model: MLP, params, x):
     return zs, acts
 
 
-def reference_gradients(weights, biases, x, y, *, activation, output: str, loss: str,
-                        convention="jaxmlp", l2: float = 0.0, layout=None) -> dict:
+def reference_gradients(weights, biases, x=_UNSET, y=_UNSET, *, activation, output: str, loss: str,
+                        convention="jaxmlp", l2: float = 0.0, layout=None,
+                        n_train=None) -> dict:
     """The loss, gradients, δ, z and a of an MLP in your convention, by jaxmlp's backprop.
+
+    Two call forms: ``reference_gradients(weights, biases, x, y, ...)`` with two lists, or
+    ``reference_gradients(params, x, y, ...)`` with your own parameter container, as your
+    course holds it: CS231n's ``params`` dict (``W1``, ``b1``, …), deeplearning.ai's
+    ``parameters`` dict, an object with ``.params`` (CS231n's nets), ``.weights`` and
+    ``.biases`` (Nielsen's ``Network``) or ``.coefs_`` and ``.intercepts_``
+    (scikit-learn), or a pair ``(weights, biases)``.  The reference then also comes back
+    in your form, under "grads" (see `jaxmlp.oracle.containers`), and `compare` takes
+    your gradients in that form.
 
     Args:
       weights: list of L arrays W⁽ˡ⁾, (n_out, n_in), or (n_in, n_out) when the
         convention's `weights` is "in_out" (CS231n, scikit-learn); they must chain.
-      biases: list of L arrays, (n_out,) or (n_out, 1) each.
+        In the three-argument form: your parameter container.
+      biases: list of L arrays, (n_out,) or (n_out, 1) each (in the three-argument
+        form, this position holds x).
       x: inputs, (m, n_x) batch-first or (n_x, m) features-first (per the convention).
       y: targets, (m, n_y) / (n_y, m); (m,) when n_y == 1; for `cce` also integer class
         labels of shape (m,) (or (1, m) features-first).
@@ -261,6 +306,9 @@ def reference_gradients(weights, biases, x, y, *, activation, output: str, loss:
         form is the convention's `l2`.  Weights only, never biases.
       layout: the older spelling of the data layout ("batch_first"/"features_first");
         with the default convention it selects the layout, otherwise it must agree.
+      n_train: the n of an L2 penalty λ/(2n)ΣW² (the convention's l2="half_m") when n is
+        your training-set size, not the m examples of this batch (Nielsen's network2.py,
+        scikit-learn); default m.  A positive integer; the other L2 forms ignore it.
 
     Any input dtype is accepted; everything is computed and returned in float64.
 
@@ -272,16 +320,29 @@ def reference_gradients(weights, biases, x, y, *, activation, output: str, loss:
         "delta": what your convention calls δ⁽ˡ⁾ (∂L/∂z, or m·∂L/∂z when the 1/m is in
                  dW): (m, n_out) batch-first or (n_out, m) features-first;
         "z", "a": z⁽ˡ⁾ and a⁽ˡ⁾ = f(z⁽ˡ⁾), shaped like delta; the last a is ŷ;
+        "grads": dW and db in your own form: the container's keys (deeplearning.ai:
+                 dW1, db1, …), Nielsen's (nabla_b, nabla_w), scikit-learn's
+                 (coef_grads, intercept_grads), or {"dW": […], "db": […]};
       and for `compare`: "layout", "convention" (the `Convention`), "model" (the
       `jaxmlp.MLP` of the base loss) and "internals" (an `Internals`).
 
     Raises:
-      TypeError: a non-list weights/biases, non-numeric arrays, non-string names.
-      ValueError: unknown convention, layout or names, shapes that do not chain or fit x
+      TypeError: a non-list weights/biases or an unknown container, non-numeric arrays,
+        non-string names, a call with two positional arguments.
+      ValueError: unknown convention, layout or names, a container with a missing, extra
+        or unknown key (named), shapes that do not chain or fit x
         and y (naming expected and actual shapes), NaN/Inf, labels or targets out of
-        range, a negative l2.
+        range, a negative l2, an n_train that is not a positive integer.
     """
     conv = _check_convention(convention, layout)
+    if y is _UNSET:
+        if x is _UNSET:
+            raise TypeError("reference_gradients takes (weights, biases, x, y) or "
+                            "(params, x, y): got two positional arguments")
+        params, x, y = weights, biases, x
+        weights, biases, container = _containers.unpack(params)
+    else:
+        container = _containers.Container("lists")
     data_layout = "batch_first" if conv.data == "batch_first" else "features_first"
     activation = _check_names(activation, output, loss)
     l2 = _check_l2(l2)
@@ -303,7 +364,8 @@ def reference_gradients(weights, biases, x, y, *, activation, output: str, loss:
         zs = [f64(z) for z in zs]
         acts = [f64(a) for a in acts]
     s = conv.scale(loss, m, K)
-    c = conv.l2_coef(l2, m)
+    n_train = _check_n_train(n_train, m)
+    c = conv.l2_coef(l2, m, n_train)
     data_dW = [s * g for g in data_dW]
     deltas = [s * d for d in base_deltas]
     value = s * base_value + c * sum(float(np.sum(W * W)) for W in Ws)
@@ -314,15 +376,17 @@ def reference_gradients(weights, biases, x, y, *, activation, output: str, loss:
     lay = (lambda a: a) if data_layout == "batch_first" else (lambda a: a.T)
     wlay = (lambda W: W.T) if conv.weights == "in_out" else (lambda W: W)
     ds = conv.delta_scale(m)
+    dW = [wlay(g) for g in dW]
     return {
         "loss": value,
-        "dW": [wlay(g) for g in dW],
+        "dW": dW,
         "db": db,
+        "grads": _containers.pack(dW, db, container, conv),
         "delta": [lay(ds * d) for d in deltas],
         "z": [lay(z) for z in zs],
         "a": [lay(a) for a in acts],
         "layout": data_layout,
         "convention": conv,
         "model": model,
-        "internals": Internals(Ws, [b.reshape(-1) for b in bs], xb, yb, zs, acts, deltas, data_dW, c, s, m, K, l2, loss),
+        "internals": Internals(Ws, [b.reshape(-1) for b in bs], xb, yb, zs, acts, deltas, data_dW, c, s, m, K, l2, loss, n_train),
     }

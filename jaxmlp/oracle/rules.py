@@ -22,9 +22,11 @@ The order, most specific first:
    bug: the gradient of no loss the code computes).  The convention named is the
    smallest change: fields that make no difference here (bce_outputs for mse, l2 when
    λ = 0) stay as declared.
-4. Values: `transposed_square`, `l2_missing`, `l2_doubled`, `l2_on_biases`,
-   `missing_fprime`, `fprime_at_a` (at the layer where the error enters, the output
-   layer's included: sigmoid_backward(dA, A) where the cache holds Z),
+4. Values: `transposed_square`, `l2_missing`, `l2_halved` (reg·W where reg·ΣW² needs
+   2·reg·W), `l2_doubled`, `l2_on_biases`, `l2_scale_n` (λ/(2n)ΣW² differentiated with the
+   batch's m for the training set's n, or another count), `missing_fprime`,
+   `fprime_at_a` (at the layer where the error enters, the output layer's included:
+   sigmoid_backward(dA, A) where the cache holds Z),
    `output_extra_fprime` (sigmoid + bce or softmax + cce times f′ once more),
    `output_missing_fprime`, `dW_from_z`, `db_one_example` (at ∂L/∂z's scale or at the
    m× scale of a dZ without the 1/m), `factor` (a constant factor m, 1/m, m/n_x (m read
@@ -45,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp import activations as _act
+from jaxmlp.oracle.containers import check_numbered
 from jaxmlp.oracle.conventions import CONVENTIONS, FIELDS, Convention
 from jaxmlp.oracle.report import (Entry, OracleReport, measure, real_array, summary, sup,
                                   tolerance)
@@ -75,6 +78,24 @@ def _numbered(d: Mapping, prefix: str) -> Optional[list]:
         out.append(d[f"{prefix}{l}"])
         l += 1
     return out or None
+
+
+def _check_layer_keys(candidate: Mapping, L: int) -> None:
+    """A 1-based gradient dict has exactly the reference's L layers: ValueError naming the
+    first extra or missing key."""
+    prefix = "d" if _numbered(candidate, "dW") else ""
+    w, b = prefix + "W", prefix + "b"
+    if _numbered(candidate, w) is None and _numbered(candidate, b) is None:
+        return  # not numbered: gradients_from says what it expected
+    check_numbered(candidate, w, b)
+    names = ", ".join(f"{w}{l}" for l in range(1, L + 1))
+    if f"{w}{L + 1}" in candidate:
+        raise ValueError(f"your gradient dict has {w + str(L + 1)!r} but the network has "
+                         f"{L} layer{'s' * (L > 1)} ({names})")
+    if f"{w}{L}" not in candidate:
+        have = len(_numbered(candidate, w) or [])
+        raise ValueError(f"your gradient dict has no {w + str(L)!r}: the network has {L} "
+                         f"layers ({names}), your dict {have}")
 
 
 def _article(word: str) -> str:
@@ -119,6 +140,8 @@ def gradients_from(result, weights=None, biases=None) -> dict:
         if "dW" in result and "db" in result:
             out = dict(result)
         else:
+            prefix = "d" if _numbered(result, "dW") else ""
+            check_numbered(result, prefix + "W", prefix + "b")
             dW = _numbered(result, "dW") or _numbered(result, "W")
             db = _numbered(result, "db") or _numbered(result, "b")
             if dW is None or db is None:
@@ -425,8 +448,10 @@ def _convention(ctx, q, l, c):
 def _convention_text(ctx, alt: Convention, factor) -> str:
     decl = ctx.ref.conv
     loss = ctx.ref.i.loss
+    unused = {"labels"} | ({"squared"} if loss not in ("mse", "sse") else set()) | (
+        {"bce_outputs"} if loss != "bce" else set())
     diffs = [f"{f}={getattr(alt, f)!r} (declared {getattr(decl, f)!r})" for f in FIELDS
-             if getattr(alt, f) != getattr(decl, f)]
+             if getattr(alt, f) != getattr(decl, f) and f not in unused]
     how = f": {_factor_words(factor, ctx)}" if factor is not None else ""
     return (f"every gradient matches exactly under another convention, {', '.join(diffs)}"
             f"{how}; that is {alt.describe(loss)}. Your code is consistent: if that is your "
@@ -451,6 +476,37 @@ def _l2_applies(ctx, q, l, c):
     return ctx.full and ctx.ref.i.c > 0 and _same_shape(ctx, q, l, c)
 
 
+def _n_train(i) -> int:
+    """The n of a λ/(2n)ΣW² penalty: n_train, or m when none was passed."""
+    return getattr(i, "n_train", None) or i.m
+
+
+#: How each preset spells the L2 strength.
+_L2_SYMBOL = {"cs231n": "reg", "deeplearning_ai": "lambd", "nielsen": "lmbda",
+              "sklearn": "alpha"}
+
+
+def _l2_forms(ctx) -> tuple:
+    """(penalty, its gradient, half that gradient, "λ = …[, n = …]") in the convention's
+    words, e.g. ("reg·ΣW²", "2·reg·W", "reg·W", "reg = 0.3")."""
+    i, conv = ctx.ref.i, ctx.ref.conv
+    s = _L2_SYMBOL.get(conv.name, "λ")
+    value = f"{s} = {i.l2:g}"
+    if conv.l2 == "half":
+        return f"({s}/2)·ΣW²", f"{s}·W", f"{s}·W/2", value
+    if conv.l2 == "full":
+        return f"{s}·ΣW²", f"2·{s}·W", f"{s}·W", value
+    n = _n_train(i)
+    v = "m" if n == i.m else "n"
+    value += f", m = {n}, the batch" if v == "m" else f", n = n_train = {n}"
+    return f"{s}/(2{v})·ΣW²", f"({s}/{v})·W", f"{s}/(2{v})·W", value
+
+
+def _l2_grad(ctx) -> str:
+    _, grad, _, value = _l2_forms(ctx)
+    return f"{grad} ({value})"
+
+
 def _l2_missing(ctx, q, l, c):
     if q == "dW":
         i = ctx.ref.i
@@ -459,12 +515,24 @@ def _l2_missing(ctx, q, l, c):
                f"penalty's gradient; weights only)")
 
 
+def _l2_halved(ctx, q, l, c):
+    if q == "dW":
+        i = ctx.ref.i
+        penalty, grad, half, value = _l2_forms(ctx)
+        why = (": the 2 from the derivative of W² is missing" if ctx.ref.conv.l2 == "full"
+               else ": the ½ of the penalty kept in its derivative?")
+        yield (ctx.ref.user("dW", l, i.data_dW[l] + i.c * i.W[l]),
+               f"the L2 gradient in dW of layer {l} is half your convention's: {penalty} "
+               f"has gradient {grad}, yours is {half}{why} ({value})")
+
+
 def _l2_doubled(ctx, q, l, c):
     if q == "dW":
         i = ctx.ref.i
+        penalty, grad, _, value = _l2_forms(ctx)
         yield (ctx.ref.user("dW", l, i.data_dW[l] + 4 * i.c * i.W[l]),
-               f"the L2 gradient is counted twice in dW of layer {l}: it should be "
-               f"{_l2_grad(ctx)} once (for (λ/2)ΣW² the gradient is λW, not 2λW)")
+               f"the L2 gradient is counted twice in dW of layer {l}: {penalty} has "
+               f"gradient {grad}, to be added once ({value})")
 
 
 def _l2_on_biases(ctx, q, l, c):
@@ -476,10 +544,45 @@ def _l2_on_biases(ctx, q, l, c):
                f"{_l2_grad(ctx).replace('W', 'b')} added; L2 regularises weights only")
 
 
-def _l2_grad(ctx) -> str:
-    i, conv = ctx.ref.i, ctx.ref.conv
-    return {"half": f"λ·W (λ = {i.l2:g})", "full": f"2λ·W (λ = {i.l2:g}, penalty λΣW²)",
-            "half_m": f"(λ/m)·W (λ = {i.l2:g}, m = {i.m})"}[conv.l2]
+def _l2_scale_n_applies(ctx, q, l, c):
+    return q == "dW" and _l2_applies(ctx, q, l, c) and ctx.ref.conv.l2 == "half_m"
+
+
+def _l2_scale_n(ctx, q, l, c):
+    """A λ/(2n)ΣW² penalty whose gradient divides by another count d: (λ/d)·W where the
+    convention wants (λ/n)·W, n = n_train (default m).  d is read off the candidate: its
+    dW minus the data part, over W; it must be a whole number ≥ 2 other than n."""
+    i = ctx.ref.i
+    m, n = i.m, _n_train(i)
+    s = _L2_SYMBOL.get(ctx.ref.conv.name, "λ")
+    W = i.W[l]
+    mine = c.T if ctx.ref.conv.weights == "in_out" else c
+    ww = float(np.sum(W * W))
+    if ww == 0:
+        return
+    k = float(np.sum((mine - i.data_dW[l]) * W)) / ww  # the candidate's penalty gradient / W
+    if not (k > 0 and math.isfinite(k)):
+        return
+    d = i.l2 / k
+    if not math.isfinite(d) or d > 1e12:
+        return
+    d_int = round(d)
+    if d_int < 2 or d_int == n or abs(d - d_int) > 1e-3 * d:
+        return
+    if d_int == m:
+        text = (f"the L2 gradient in dW of layer {l} is divided by m = {m} (the batch) where "
+                f"your convention divides by n = {n} (the training set, n_train): "
+                f"{s}/(2n)·ΣW² has gradient ({s}/n)·W, not ({s}/m)·W ({s} = {i.l2:g})")
+    elif n == m:
+        text = (f"the L2 gradient in dW of layer {l} is divided by {d_int} where your "
+                f"convention divides by m = {m} (the batch): ({s}/{d_int})·W, not "
+                f"({s}/m)·W ({s} = {i.l2:g}); if {d_int} is your training-set size n (a "
+                f"penalty {s}/(2n)·ΣW²), pass n_train={d_int}")
+    else:
+        text = (f"the L2 gradient in dW of layer {l} is divided by {d_int} where your "
+                f"convention divides by n = {n} (the training set, n_train): "
+                f"({s}/{d_int})·W, not ({s}/n)·W ({s} = {i.l2:g})")
+    yield ctx.ref.user("dW", l, i.data_dW[l] + (i.l2 / d_int) * W), text
 
 
 def _entering(ctx, q, l, c):
@@ -769,8 +872,10 @@ _SHAPE_RULES = (
 _VALUE_RULES = (
     Rule("transposed_square", _transposed_square_applies, _transposed_square),
     Rule("l2_missing", _l2_applies, _l2_missing),
+    Rule("l2_halved", _l2_applies, _l2_halved),
     Rule("l2_doubled", _l2_applies, _l2_doubled),
     Rule("l2_on_biases", _l2_applies, _l2_on_biases),
+    Rule("l2_scale_n", _l2_scale_n_applies, _l2_scale_n),
     Rule("missing_fprime", _entering, _missing_fprime),
     Rule("fprime_at_a", _entering, _fprime_at_a),
     Rule("output_extra_fprime", _entering, _output_extra_fprime),
@@ -834,7 +939,7 @@ def _predict_under(ref: _Ref, alt: Convention, quantities) -> dict:
     """The reference arrays (user's shapes) under `alt`, from the declared reference."""
     i = ref.i
     r = alt.scale(i.loss, i.m, i.K) / i.s if i.s else 1.0
-    c = alt.l2_coef(i.l2, i.m)
+    c = alt.l2_coef(i.l2, i.m, _n_train(i))
     out = {}
     for q in quantities:
         arrays = []
@@ -868,7 +973,24 @@ def _minimal(ref: _Ref, alt: Convention, quantities, preds, rtol, atol) -> Conve
     for name, preset in CONVENTIONS.items():
         if dataclasses.replace(preset, name="custom") == plain:
             return preset
+    # A preset of the same layout that gives the same arrays here (fields this loss does
+    # not use may differ: bce_outputs for cce, labels…) is the one to name.
+    for name, preset in CONVENTIONS.items():
+        if preset == decl or (preset.weights, preset.data) != (decl.weights, decl.data):
+            continue
+        again = _predict_under(ref, preset, quantities)
+        if all(measure(a, p, rtol, atol).ok for q in quantities
+               for a, p in zip(again[q], preds[q])) and _same_loss(ref, preset, plain):
+            return preset
     return plain
+
+
+def _same_loss(ref: _Ref, a: Convention, b: Convention) -> bool:
+    """a and b give the same loss here (or there is no loss to tell them apart)."""
+    if math.isnan(ref.loss):
+        return True
+    la, lb = _loss_under(ref, a), _loss_under(ref, b)
+    return abs(la - lb) <= 1e-12 * max(1.0, abs(la))
 
 
 def _loss_under(ref: _Ref, alt: Convention) -> float:
@@ -876,7 +998,7 @@ def _loss_under(ref: _Ref, alt: Convention) -> float:
     i = ref.i
     squares = sum(float(np.sum(W * W)) for W in i.W)
     r = alt.scale(i.loss, i.m, i.K) / i.s if i.s else 1.0
-    return r * (ref.loss - i.c * squares) + alt.l2_coef(i.l2, i.m) * squares
+    return r * (ref.loss - i.c * squares) + alt.l2_coef(i.l2, i.m, _n_train(i)) * squares
 
 
 def _matching_alternative(ref: _Ref, cand: dict, rtol, atol,
@@ -940,6 +1062,8 @@ def compare(candidate, reference, *, rtol: float = 1e-6, atol: float = 1e-9) -> 
         missing = "db" if "dW" in candidate else "dW"
         raise ValueError(f"candidate has no {missing!r}: it must be a dict with 'dW' and "
                          f"'db' lists (one array per layer), got keys {sorted(candidate)}")
+    if isinstance(candidate, Mapping) and "dW" not in candidate:
+        _check_layer_keys(candidate, ref.L)
     if not isinstance(candidate, Mapping) or "dW" not in candidate:
         try:
             candidate = gradients_from(candidate, [ref.user("dW", l, W) for l, W in
@@ -1003,6 +1127,11 @@ def _loss_diagnosis(ctx: Context, c: float) -> tuple:
     if not math.isfinite(c):
         return "nonfinite", "the loss is NaN or Inf: log(0)? compute bce/cce from the logits z"
     i = ctx.ref.i
+    alt = ctx.alternative[0] if ctx.alternative is not None else None
+    if alt is not None and measure(np.array(c), np.array(_loss_under(ctx.ref, alt)),
+                                   ctx.rtol, ctx.atol).ok:
+        return "convention", (f"matches the loss under convention={alt.call()}, like your "
+                              f"gradients: {_loss_under(ctx.ref, alt):.10g}")
     if i is not None and i.c > 0:
         penalty = i.c * sum(float(np.sum(W * W)) for W in i.W)
         if abs(c - (r - penalty)) <= ctx.atol + ctx.tol * abs(r):
