@@ -442,3 +442,27 @@ def test_correct_port_under_another_preset_is_that_convention_not_a_bug(style, o
     assert proposed, rep.diagnosis
     conv = eval(proposed.group(1), {"Convention": oracle.Convention})
     assert case.report(convention=conv).ok, (conv, str(case.report(convention=conv)))
+
+
+#: Every port without and with L2, except Nielsen's with: its backprop has no L2 term
+#: (network2 decays the weights in the update).
+_STYLE_L2 = [(s, l2) for s in STYLES for l2 in (0.0, 0.3) if not (s == "nielsen" and l2)]
+
+
+@pytest.mark.parametrize("style,l2", _STYLE_L2)
+@pytest.mark.parametrize("other", list(oracle.CONVENTIONS))
+def test_correct_port_under_every_other_preset_is_never_called_buggy(style, l2, other):
+    """Every correct port under every preset: it passes, or the arrays do not fit the
+    preset's shapes and the error names a convention, or the report names the convention
+    it is right under; never a bug."""
+    case = Case(style, l2=l2)
+    try:
+        rep = case.report(convention=other)
+    except ValueError as e:
+        assert re.search(r"convention|data=|weights=", str(e)), str(e)
+        return
+    if rep.ok:
+        return
+    bad = _bad_entries(rep)
+    assert rep.convention_match is not None, str(rep)
+    assert all(e.rule == "convention" for e in bad), [(e.quantity, e.layer, e.rule) for e in bad]
