@@ -65,6 +65,8 @@ def fprime(name, z, a, mistake, here):
         return 1.0
     if here and mistake == "wrong_fprime":  # tanh′ written for a sigmoid layer
         return 1 - a * a
+    if here and mistake == "odd_fprime":    # a derivative of no known slip
+        return 1 - a ** 3
     if here and mistake == "fprime_at_a":   # σ′(A) where σ′(Z) was meant
         s = ACT[name][0](a)
         return ACT[name][1](a, s)
@@ -344,9 +346,17 @@ def test_fprime_evaluated_at_a(layout):
 
 def test_wrong_delta_pattern_enters_at_layer():
     """No exact explanation: the pattern alone (l wrong, later right, earlier wrong)."""
-    report = check(DEEP, "features_first", "wrong_fprime", at=1)
+    report = check(DEEP, "features_first", "odd_fprime", at=1)
     assert report.first_bad_layer == 1
     assert "the error enters at layer 1, likely in its δ" in report.dW[1].diagnosis
+    assert "follows from layer 1" in report.dW[0].diagnosis
+
+
+def test_tanh_derivative_on_a_sigmoid_layer_is_named():
+    report = check(DEEP, "features_first", "wrong_fprime", at=1)
+    assert report.first_bad_layer == 1
+    assert report.dW[1].rule == "wrong_fprime_formula"
+    assert "σ′ written as tanh′'s 1 − a²" in report.dW[1].diagnosis
     assert "follows from layer 1" in report.dW[0].diagnosis
 
 

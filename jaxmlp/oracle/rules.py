@@ -26,7 +26,9 @@ The order, most specific first:
    2·reg·W), `l2_doubled`, `l2_on_biases`, `l2_scale_n` (λ/(2n)ΣW² differentiated with the
    batch's m for the training set's n, or another count), `missing_fprime`,
    `fprime_at_a` (at the layer where the error enters, the output layer's included:
-   sigmoid_backward(dA, A) where the cache holds Z),
+   sigmoid_backward(dA, A) where the cache holds Z), `wrong_fprime_formula` (σ′ = σ,
+   tanh′ = 1 − tanh, a sigmoid's formula for a tanh layer, relu′ = relu, leaky ReLU
+   without its slope), `mask_from_grad` (ReLU's mask from dA > 0 instead of Z > 0),
    `output_extra_fprime` (sigmoid + bce or softmax + cce times f′ once more),
    `output_missing_fprime`, `dW_from_z`, `db_one_example` (at ∂L/∂z's scale or at the
    m× scale of a dZ without the 1/m), `factor` (a constant factor m, 1/m, m/n_x (m read
@@ -634,6 +636,52 @@ def _fprime_at_a(ctx, q, l, c):
                f"for ŷ(1 − ŷ))")
 
 
+#: Wrong derivative formulas students write for a hidden activation, as functions of
+#: (z, a): (the wrong f′, what it is).
+_WRONG_FPRIME = {
+    "sigmoid": ((lambda z, a: a, "σ′ written as σ(z) = a; σ′(z) = a(1 − a)"),
+                (lambda z, a: 1 - a * a, "σ′ written as tanh′'s 1 − a²; σ′(z) = a(1 − a)"),
+                (lambda z, a: 1 - a, "σ′ written as 1 − a: the factor a of a(1 − a) is "
+                                     "missing")),
+    "tanh": ((lambda z, a: 1 - a, "tanh′ written as 1 − a (1 − tanh): the square is missing; "
+                                  "tanh′(z) = 1 − a²"),
+             (lambda z, a: a * (1 - a), "tanh′ written as σ′'s a(1 − a); tanh′(z) = 1 − a²"),
+             (lambda z, a: 1 - z * z, "tanh′ written as 1 − z²: the formula in terms of "
+                                      "the output applied to z; tanh′(z) = 1 − a²")),
+    "relu": ((lambda z, a: a, "relu′ written as relu(z) = a: multiplied by the activation "
+                              "instead of the mask (z > 0)"),),
+    "leaky_relu": ((lambda z, a: (z > 0).astype(np.float64), "leaky_relu′ written as "
+                    "relu′'s mask (z > 0): the slope 0.01 for z ≤ 0 is missing"),),
+}
+
+
+def _wrong_fprime_formula(ctx, q, l, c):
+    i, L, model = ctx.ref.i, ctx.ref.L, ctx.ref.model
+    if model is None or l >= L - 1:
+        return
+    name = model.hidden_activations[l]
+    name = getattr(name, "name", name)
+    g = i.delta[l + 1] @ i.W[l + 1]
+    for wrong, words in _WRONG_FPRIME.get(name, ()):
+        yield (ctx.ref.from_delta(q, l, g * wrong(i.z[l], i.a[l])),
+               f"δ of layer {l} uses the wrong derivative: {words}")
+
+
+def _mask_from_grad(ctx, q, l, c):
+    """ReLU's mask taken from the incoming gradient (dA > 0) instead of from z."""
+    i, L, model = ctx.ref.i, ctx.ref.L, ctx.ref.model
+    if model is None or l >= L - 1:
+        return
+    name = model.hidden_activations[l]
+    if getattr(name, "name", name) not in ("relu", "leaky_relu"):
+        return
+    g = i.delta[l + 1] @ i.W[l + 1]
+    slope = 0.01 if getattr(name, "name", name) == "leaky_relu" else 0.0
+    yield (ctx.ref.from_delta(q, l, g * np.where(g > 0, 1.0, slope)),
+           f"δ of layer {l}: the ReLU mask is taken from the incoming gradient (dA > 0, "
+           f"dA = W{sup(l + 1)}ᵀδ{sup(l + 1)}) instead of from z: dZ = dA ⊙ (Z > 0)")
+
+
 def _output_extra_fprime(ctx, q, l, c):
     i, L, model = ctx.ref.i, ctx.ref.L, ctx.ref.model
     if l != L - 1 or model is None:
@@ -878,6 +926,8 @@ _VALUE_RULES = (
     Rule("l2_scale_n", _l2_scale_n_applies, _l2_scale_n),
     Rule("missing_fprime", _entering, _missing_fprime),
     Rule("fprime_at_a", _entering, _fprime_at_a),
+    Rule("wrong_fprime_formula", _entering, _wrong_fprime_formula),
+    Rule("mask_from_grad", _entering, _mask_from_grad),
     Rule("output_extra_fprime", _entering, _output_extra_fprime),
     Rule("output_missing_fprime", _entering, _output_missing_fprime),
     Rule("reused_delta", _full_same, _reused_delta),
