@@ -32,6 +32,7 @@ CORRECT = {
     "affine_jaxmlp": ("affine", S.affine_forward_jaxmlp, S.affine_backward_jaxmlp, "jaxmlp"),
     "linear_dlai": ("affine", S.linear_forward, S.linear_backward, "deeplearning_ai"),
     "relu": ("relu", S.relu_forward, S.relu_backward, "jaxmlp"),
+    "leaky_relu": ("leaky_relu", S.leaky_relu_forward, S.leaky_relu_backward, "jaxmlp"),
     "sigmoid": ("sigmoid", S.sigmoid_forward, S.sigmoid_backward, "jaxmlp"),
     "tanh": ("tanh", S.tanh_forward, S.tanh_backward, "jaxmlp"),
     "softmax_loss": ("softmax_loss", S.softmax_loss, None, "cs231n"),
@@ -72,6 +73,10 @@ MISTAKES = {
     ("relu_backward", "mask_from_dout"): ("relu", "dx", "mask_from_dout", "dout > 0"),
     ("relu_backward", "no_mask"): ("relu", "dx", "missing_fprime", "mask"),
     ("relu_backward", "times_out"): ("relu", "dx", "times_out", "output"),
+    ("leaky_relu_backward", "no_slope"): ("leaky_relu", "dx", "no_slope", "α = 0.01"),
+    ("leaky_relu_backward", "mask_from_dout"): ("leaky_relu", "dx", "mask_from_dout",
+                                                "dout > 0"),
+    ("leaky_relu_backward", "times_out"): ("leaky_relu", "dx", "times_out", "output"),
     ("sigmoid_backward", "df_at_out"): ("sigmoid", "dx", "df_at_out", "σ(out)"),
     ("sigmoid_backward", "missing_one_minus"): ("sigmoid", "dx", "partial_fprime",
                                                 "(1 − out)"),
@@ -506,3 +511,12 @@ def test_dropout_reference_replays_the_mask():
     ref2 = {}
     layers._dropout_reference(case, np.zeros(3), cache, ref2)
     assert _rel(ref2["dx"], dx) <= 1e-12
+
+
+def test_leaky_relu_slope_option():
+    fwd = lambda x: S.leaky_relu_forward(x, alpha=0.2)  # noqa: E731
+    assert check_layer("leaky_relu", fwd, S.leaky_relu_backward, alpha=0.2).ok
+    report = check_layer("leaky_relu", fwd, S.leaky_relu_backward)   # the default α = 0.01
+    assert not report.ok and not report.entry("out").ok
+    with pytest.raises(ValueError, match=r"alpha \(the negative slope\) must be a number in \(0, 1\)"):
+        check_layer("leaky_relu", fwd, S.leaky_relu_backward, alpha=1.5)

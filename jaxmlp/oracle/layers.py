@@ -14,7 +14,7 @@ Calling conventions (CS231n assignment 2):
 | kind | forward | backward returns |
 | --- | --- | --- |
 | `affine` | `forward(x, w, b) -> (out, cache)` | `(dx, dw, db)` |
-| `relu`, `sigmoid`, `tanh` | `forward(x) -> (out, cache)` | `dx` |
+| `relu`, `leaky_relu`, `sigmoid`, `tanh` | `forward(x) -> (out, cache)` | `dx` |
 | `batchnorm` | `forward(x, gamma, beta, bn_param)`, {"mode": "train", "eps", "momentum"} | `(dx, dgamma, dbeta)` |
 | `layernorm` | `forward(x, gamma, beta, ln_param)`, ln_param {"eps"} | `(dx, dgamma, dbeta)` |
 | `dropout` | `forward(x, dropout_param)`, {"p": keep probability, "mode", "seed"} | `dx` |
@@ -28,7 +28,8 @@ passes W (M, D) = (4, 5) and x (N, D) = (7, 5), out = x @ W.T + b; `"deeplearnin
 dA_prev = Wᵀ dZ (reported as dx).  The other layers take x (N, D) = (7, 5) (dropout
 (40, 50), p = 0.7; the losses N = 7 examples, C = 5 classes).  Options override these:
 `x_shape=`, `n_out=` (affine), `eps=` (batchnorm, layernorm), `momentum=` (batchnorm),
-`p=` (dropout).
+`p=` (dropout), `alpha=` (leaky_relu's negative slope, default 0.01: out = x for x > 0,
+αx otherwise).
 
 Dropout replays your own mask: it is recovered as out / x (x has no zeros), and the
 reference is out = x ⊙ (mask ≠ 0)/p, dx = dout ⊙ mask; the fraction kept must be p (the
@@ -59,7 +60,7 @@ on a guess.  `RULES` lists them:
    batch statistics), `dw_from_out` (dW from the output instead of the input).
 3. Activations: `df_at_out` (f′ evaluated at the output, σ(out)(1 − σ(out)), or the
    output's formula applied to the input, 1 − x²), `times_out` (relu: dout ⊙ out),
-   `partial_fprime` (half of σ′ = out(1 − out) or tanh′ = 1 − out²), `mask_from_dout`
+   `no_slope` (leaky_relu: ReLU's mask, the slope α for x ≤ 0 missing), `partial_fprime` (half of σ′ = out(1 − out) or tanh′ = 1 − out²), `mask_from_dout`
    (relu: dout > 0), `missing_fprime` (dx = dout).
 4. Normalisation: `no_mean_path`, `no_var_path`, `no_paths` (the dμ and/or dσ² branch of
    the graph dropped), `dgamma_from_x` (Σ dout ⊙ x instead of x̂), `unbiased_var`
@@ -91,12 +92,12 @@ from jaxmlp.oracle.report import Entry, measure, tolerance
 __all__ = ["check_layer", "LayerReport", "KINDS", "RULES"]
 
 #: The layer kinds `check_layer` takes.
-KINDS = ("affine", "relu", "sigmoid", "tanh", "softmax_loss", "svm_loss", "batchnorm",
-         "layernorm", "dropout")
+KINDS = ("affine", "relu", "leaky_relu", "sigmoid", "tanh", "softmax_loss", "svm_loss",
+         "batchnorm", "layernorm", "dropout")
 
 #: Every diagnosis rule, in the order they are tried (see the module docstring).
 RULES = ("no_max_shift", "nonfinite", "shape_transposed", "reshape", "db_not_summed",
-         "wrong_axis", "dw_from_out", "df_at_out", "times_out", "partial_fprime",
+         "wrong_axis", "dw_from_out", "df_at_out", "times_out", "no_slope", "partial_fprime",
          "mask_from_dout", "missing_fprime", "no_mean_path", "no_var_path", "no_paths",
          "dgamma_from_x", "unbiased_var", "drop_rate", "not_inverted", "keep_fraction",
          "train_at_test", "test_scaled", "mask_not_applied", "not_rescaled", "no_subtract",
@@ -104,9 +105,10 @@ RULES = ("no_max_shift", "nonfinite", "shape_transposed", "reshape", "db_not_sum
          "wrong_sign", "factor", "forward", "roundoff", "shape", "mismatch")
 
 _LOSS_KINDS = ("softmax_loss", "svm_loss")
-_ELEMENTWISE = ("relu", "sigmoid", "tanh")
+_ELEMENTWISE = ("relu", "leaky_relu", "sigmoid", "tanh")
 _NORMS = ("batchnorm", "layernorm")
-_OPTIONS = {"affine": ("x_shape", "n_out"), "relu": ("x_shape",), "sigmoid": ("x_shape",),
+_OPTIONS = {"affine": ("x_shape", "n_out"), "relu": ("x_shape",),
+            "leaky_relu": ("x_shape", "alpha"), "sigmoid": ("x_shape",),
             "tanh": ("x_shape",), "softmax_loss": ("x_shape",), "svm_loss": ("x_shape",),
             "batchnorm": ("x_shape", "eps", "momentum"), "layernorm": ("x_shape", "eps"),
             "dropout": ("x_shape", "p")}
@@ -221,6 +223,9 @@ def _options(kind: str, conv: Convention, options: dict) -> dict:
     if "p" in options:
         opts["p"] = _real(options["p"], "p (the keep probability)", 0.0, 1.0,
                           closed_low=False)
+    if "alpha" in options:
+        opts["alpha"] = _real(options["alpha"], "alpha (the negative slope)", 0.0, 1.0,
+                              closed_low=False)
     return opts
 
 
@@ -341,9 +346,10 @@ def _affine_case(conv: Convention, rng, opts) -> _Case:
 def _elementwise_case(kind, rng, opts) -> _Case:
     x_shape = opts.get("x_shape", (7, 5))
     x = rng.normal(size=x_shape) * 1.5
-    if kind == "relu":
+    if kind in ("relu", "leaky_relu"):
         x = np.where(np.abs(x) < 1e-3, 0.5, x)  # no kink within round-off
-        out, df = np.maximum(x, 0.0), (x > 0).astype(np.float64)
+        slope = opts.get("alpha", 0.01) if kind == "leaky_relu" else 0.0
+        out, df = np.where(x > 0, x, slope * x), np.where(x > 0, 1.0, slope)
     elif kind == "sigmoid":
         out = 1 / (1 + np.exp(-x))
         df = out * (1 - out)
@@ -351,7 +357,8 @@ def _elementwise_case(kind, rng, opts) -> _Case:
         out = np.tanh(x)
         df = 1 - out ** 2
     dout = rng.normal(size=x_shape)
-    return _Case((x,), dout, {"out": out, "dx": dout * df}, {"x": x, "a": out},
+    extra = {"x": x, "a": out, "alpha": opts.get("alpha", 0.01)}
+    return _Case((x,), dout, {"out": out, "dx": dout * df}, extra,
                  f"x {_sh(x)}; dout {_sh(dout)}", x_shape[0])
 
 
@@ -606,9 +613,13 @@ def _elementwise_rules(ctx, q, c, r):
         yield "df_at_out", d * (1 - x ** 2), (
             "1 − x²: tanh′'s formula in terms of the output, 1 − out², applied to the "
             "input x; use out = tanh(x)")
-    if ctx.kind == "relu":
-        yield "times_out", d * a, ("dout ⊙ out: multiplied by the output relu(x) instead "
-                                   "of the mask (x > 0)")
+    if ctx.kind in ("relu", "leaky_relu"):
+        yield "times_out", d * a, (f"dout ⊙ out: multiplied by the output {ctx.kind}(x) "
+                                   f"instead of the mask (x > 0)")
+    if ctx.kind == "leaky_relu":
+        yield "no_slope", d * (x > 0), (
+            f"dx = dout ⊙ (x > 0): ReLU's mask; leaky ReLU's derivative is α = "
+            f"{e['alpha']:g} for x ≤ 0: dx = dout ⊙ where(x > 0, 1, α)")
     elif ctx.kind == "sigmoid":
         yield "partial_fprime", d * a, ("dout ⊙ out: the factor (1 − out) of "
                                         "σ′ = out(1 − out) is missing")
@@ -619,10 +630,13 @@ def _elementwise_rules(ctx, q, c, r):
                                               "tanh′ = 1 − out²")
         yield "partial_fprime", d * a ** 2, ("dout ⊙ out²: the '1 −' is missing; "
                                              "tanh′ = 1 − out²")
-    if ctx.kind == "relu":
-        yield "mask_from_dout", d * (d > 0), ("the mask comes from dout (dout > 0); it must "
-                                              "come from the input: dx = dout ⊙ (x > 0)")
-    what = "the mask (x > 0) is" if ctx.kind == "relu" else "the local derivative f′ is"
+    if ctx.kind in ("relu", "leaky_relu"):
+        slope = e["alpha"] if ctx.kind == "leaky_relu" else 0.0
+        yield "mask_from_dout", d * np.where(d > 0, 1.0, slope), (
+            "the mask comes from dout (dout > 0); it must come from the input: "
+            "dx = dout ⊙ (x > 0)" + (" (α where x ≤ 0)" if slope else ""))
+    what = ("the mask (x > 0) is" if ctx.kind in ("relu", "leaky_relu")
+            else "the local derivative f′ is")
     yield "missing_fprime", d, (f"dx = dout: {what} never applied")
 
 
@@ -844,7 +858,7 @@ def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = Non
     """Checks one CS231n-style layer's forward and backward and names the likely mistake.
 
     Args:
-      kind: "affine", "relu", "sigmoid", "tanh", "softmax_loss", "svm_loss",
+      kind: "affine", "relu", "leaky_relu", "sigmoid", "tanh", "softmax_loss", "svm_loss",
         "batchnorm", "layernorm" or "dropout".
       forward: your forward, `forward(x, w, b) -> (out, cache)` etc. (module docstring);
         for the loss kinds `forward(x, y) -> (loss, dx)`.

@@ -136,6 +136,28 @@ def relu_backward(dout, cache, mistake=None):
     return dx
 
 
+def leaky_relu_forward(x, alpha=0.01):
+    out = np.where(x > 0, x, alpha * x)
+    cache = (x, alpha)
+    return out, cache
+
+
+def leaky_relu_backward(dout, cache, mistake=None):
+    """dx = dout ⊙ (1 if x > 0 else α).  Mistakes: "no_slope" (ReLU's mask: 0 for x ≤ 0),
+    "mask_from_dout" (the slope chosen by dout > 0), "times_out" (dout ⊙ out)."""
+    _no_mistake(mistake, ("no_slope", "mask_from_dout", "times_out"))
+    x, alpha = cache
+    if mistake == "no_slope":
+        return dout * (x > 0)
+    if mistake == "mask_from_dout":
+        return dout * np.where(dout > 0, 1.0, alpha)
+    if mistake == "times_out":
+        return dout * np.where(x > 0, x, alpha * x)
+    dx = dout.copy()
+    dx[x <= 0] *= alpha
+    return dx
+
+
 def sigmoid_forward(x):
     out = 1 / (1 + np.exp(-x))
     cache = out
