@@ -98,7 +98,7 @@ import numpy as np
 
 from jaxmlp import activations as _act
 from jaxmlp import optim as _optim
-from jaxmlp._checks import open_regular
+from jaxmlp._validate import regular_file
 from jaxmlp.model import MLP, _check_state, check_params
 
 __all__ = ["Checkpoint", "CheckpointError", "save", "load", "latest", "checkpoint_path",
@@ -427,7 +427,7 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
     if model is not None and not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP or None, got {type(model).__name__}")
     try:
-        f = open_regular(path, f"checkpoint {path!r}", CheckpointError)
+        f = regular_file(path, f"checkpoint {path!r}", CheckpointError)
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {path!r}") from None
     with f:
@@ -598,7 +598,7 @@ def _read_entry(zf: zipfile.ZipFile, entry: dict, info: zipfile.ZipInfo, stored:
 
 # ------------------------------------------------------------------ bounded reading
 # Shared with `jaxmlp check` (jaxmlp.oracle): the file and zip members are untrusted, so
-# nothing is opened that is not a regular file (`_checks.open_regular`), and no member is decompressed beyond a
+# nothing is opened that is not a regular file (`_validate.regular_file`), and no member is decompressed beyond a
 # size checked first.
 
 _META_MAX = 64 * 2**20       # meta.json, uncompressed (fit's history: ~75 bytes an epoch)

@@ -61,7 +61,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxmlp._checks import open_regular
+from jaxmlp import _validate as _v
+from jaxmlp._validate import regular_file
 
 __all__ = [
     "Table",
@@ -130,33 +131,15 @@ class Table(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _nonneg_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _seed(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"seed must be an int >= 0, got {value!r}")
-    return int(value)
-
-
-def _float_dtype(dtype) -> np.dtype:
+def _float_dtype(dtype, where: str) -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise ValueError(f"dtype must be a floating dtype, got {dtype!r}") from None
+        raise TypeError(f"{where}: dtype must be a floating dtype such as np.float32, got "
+                        f"{dtype!r}") from None
     if dt.kind != "f":
-        raise ValueError(f"dtype must be a floating dtype such as np.float32, got {dt}")
+        raise ValueError(f"{where}: dtype must be a floating dtype such as np.float32, got "
+                         f"{dt}")
     return dt
 
 
@@ -186,13 +169,13 @@ def spirals(n=300, classes=3, noise=0.05, seed=0, *, dtype=np.float32):
     Returns:
         ``(x, y)``: x (n, 2) float, y (n,) int32 labels in [0, classes), rows shuffled.
     """
-    n = _positive_int(n, "n")
-    k = _positive_int(classes, "classes")
+    n = _v.positive_int(n, "n", where="spirals")
+    k = _v.positive_int(classes, "classes", where="spirals")
     if k < 2:
-        raise ValueError(f"classes must be >= 2, got {classes!r}")
-    noise = _nonneg_float(noise, "noise")
-    dt = _float_dtype(dtype)
-    rng = np.random.default_rng(_seed(seed))
+        raise ValueError(f"spirals: classes must be an int >= 2, got {classes!r}")
+    noise = _v.nonneg_real(noise, "noise", where="spirals")
+    dt = _float_dtype(dtype, "spirals")
+    rng = np.random.default_rng(_v.integer(seed, "seed", where="spirals", low=0))
     sizes = _class_sizes(n, k)
     r = np.concatenate([np.linspace(0.0, 1.0, m) for m in sizes])
     y = np.repeat(np.arange(k), sizes)
@@ -218,10 +201,10 @@ def moons(n=200, noise=0.1, seed=0, *, dtype=np.float32):
     Returns:
         ``(x, y)``: x (n, 2) float, y (n,) int32 labels in {0, 1}, rows shuffled.
     """
-    n = _positive_int(n, "n")
-    noise = _nonneg_float(noise, "noise")
-    dt = _float_dtype(dtype)
-    rng = np.random.default_rng(_seed(seed))
+    n = _v.positive_int(n, "n", where="moons")
+    noise = _v.nonneg_real(noise, "noise", where="moons")
+    dt = _float_dtype(dtype, "moons")
+    rng = np.random.default_rng(_v.integer(seed, "seed", where="moons", low=0))
     n0, n1 = _class_sizes(n, 2)
     t0, t1 = np.linspace(0.0, np.pi, n0), np.linspace(0.0, np.pi, n1)
     x = np.concatenate(
@@ -253,10 +236,10 @@ def xor(n=200, noise=0.1, seed=0, *, dtype=np.float32):
         ``(x, y)``: x (n, 2) float in about [−1, 1]², y (n,) int32 labels in {0, 1},
         rows shuffled.
     """
-    n = _positive_int(n, "n")
-    noise = _nonneg_float(noise, "noise")
-    dt = _float_dtype(dtype)
-    rng = np.random.default_rng(_seed(seed))
+    n = _v.positive_int(n, "n", where="xor")
+    noise = _v.nonneg_real(noise, "noise", where="xor")
+    dt = _float_dtype(dtype, "xor")
+    rng = np.random.default_rng(_v.integer(seed, "seed", where="xor", low=0))
     quadrant = np.arange(n) % 4
     signs = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0]])[quadrant]
     x = signs * rng.uniform(0.0, 1.0, size=(n, 2))
@@ -278,10 +261,10 @@ def sine(n=200, noise=0.1, seed=0, *, dtype=np.float32):
     Returns:
         ``(x, y)``: x (n, 1) and y (n, 1), both float.
     """
-    n = _positive_int(n, "n")
-    noise = _nonneg_float(noise, "noise")
-    dt = _float_dtype(dtype)
-    rng = np.random.default_rng(_seed(seed))
+    n = _v.positive_int(n, "n", where="sine")
+    noise = _v.nonneg_real(noise, "noise", where="sine")
+    dt = _float_dtype(dtype, "sine")
+    rng = np.random.default_rng(_v.integer(seed, "seed", where="sine", low=0))
     x = rng.uniform(-np.pi, np.pi, size=(n, 1))
     y = np.sin(x) + noise * rng.standard_normal((n, 1))
     return x.astype(dt), y.astype(dt)
@@ -322,7 +305,7 @@ class _Source:
 
     def __init__(self, path: Path, max_bytes):
         try:  # a directory, FIFO or device is refused from its stat (opening a FIFO blocks)
-            self._file = open_regular(path, str(path), ValueError)
+            self._file = regular_file(path, str(path), ValueError)
         except FileNotFoundError:
             raise FileNotFoundError(f"no such file: {str(path)!r}") from None
         except OSError as e:
@@ -834,17 +817,19 @@ def load_csv(path, target=-1, *, delimiter=None, header="auto", dtype=np.float32
             range; not valid gzip, or gzip that expands past ``max_bytes``; bad
             ``delimiter``/``header``/``dtype``/``max_bytes``.
     """
-    dt = _float_dtype(dtype)
-    if header not in (True, False, "auto"):
-        raise ValueError(f"header must be True, False or 'auto', got {header!r}")
-    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
-        raise ValueError(f"delimiter must be one character or None, got {delimiter!r}")
+    dt = _float_dtype(dtype, "load_csv")
+    _v.one_of(header, "header", (True, False, "auto"), where="load_csv")
+    if delimiter is not None and not isinstance(delimiter, str):
+        raise TypeError(f"load_csv: delimiter must be one character or None, got "
+                        f"{delimiter!r}")
+    if delimiter is not None and len(delimiter) != 1:
+        raise ValueError(f"load_csv: delimiter must be one character or None, got "
+                         f"{delimiter!r}")
     if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
-        raise ValueError(f"target must be a column name (str) or index (int), got {target!r}")
-    if not (max_bytes is None or max_bytes == "auto" or (
-            isinstance(max_bytes, numbers.Integral) and not isinstance(max_bytes, bool)
-            and max_bytes >= 1)):
-        raise ValueError(f"max_bytes must be 'auto', None or an int >= 1, got {max_bytes!r}")
+        raise TypeError(f"load_csv: target must be a column name (str) or index (int), "
+                        f"got {target!r}")
+    if max_bytes is not None and max_bytes != "auto":
+        _v.integer(max_bytes, "max_bytes", where="load_csv", low=1)
     path = Path(os.fspath(path))
     float32 = dt == np.float32
     with _Source(path, max_bytes) as source:
@@ -1068,8 +1053,7 @@ def wine_quality(color="red", path=None, *, dtype=np.float32, download=True) -> 
         FileNotFoundError: not found locally and the download failed (offline) or was not
             allowed; the message says where to put the file.
     """
-    if color not in WINE_URLS:
-        raise ValueError(f"color must be 'red' or 'white', got {color!r}")
+    _v.one_of(color, "color", tuple(WINE_URLS), where="wine_quality")
     name = f"winequality-{color}.csv"
     found, looked = _find((name, name + ".gz"), path)
     if found is None:
@@ -1109,7 +1093,7 @@ def digits(path=None, *, dtype=np.float32):
             f"JAXMLP_DATA to its folder, or pass path=."
         )
     table = load_csv(found, target=-1, header=False, dtype=np.float64)
-    return table.x.astype(_float_dtype(dtype)), labels_to_int(table.y)
+    return table.x.astype(_float_dtype(dtype, "digits")), labels_to_int(table.y)
 
 
 # --------------------------------------------------------------------------------------
@@ -1200,9 +1184,8 @@ def standardize(x_train, *others):
 # --------------------------------------------------------------------------------------
 
 
-def _fraction(value, name: str) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a fraction in [0, 1), got {value!r}")
+def _fraction(value, name: str, where: str) -> Fraction:
+    value = _v.real(value, name, where=where, low=0.0, high=1.0, high_open=True)
     # repr gives the shortest decimal of the float, so 0.3 is 3/10, not 0.299999…
     return Fraction(repr(float(value)))
 
@@ -1297,14 +1280,15 @@ def train_val_test_split(x, y, *, val=0.1, test=0.2, seed=0, stratify=False):
         raise ValueError(
             f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}"
         )
-    f_val, f_test = _fraction(val, "val"), _fraction(test, "test")
-    if f_val < 0:
-        raise ValueError(f"val must be >= 0, got {val!r}")
+    f_val = _fraction(val, "val", "train_val_test_split")
+    f_test = _fraction(test, "test", "train_val_test_split")
     if f_test <= 0:
-        raise ValueError(f"test must be > 0, got {test!r}")
+        raise ValueError(f"train_val_test_split: test must be a number in (0, 1), got "
+                         f"{test!r}")
     if f_val + f_test >= 1:
-        raise ValueError(f"val + test must be < 1 to leave training data, got {val!r} + {test!r}")
-    rng = np.random.default_rng(_seed(seed))
+        raise ValueError(f"train_val_test_split: val + test must be < 1 to leave training "
+                         f"data, got {val!r} + {test!r}")
+    rng = np.random.default_rng(_v.integer(seed, "seed", where="train_val_test_split", low=0))
     n = x.shape[0]
     fractions = (1 - f_val - f_test, f_val, f_test)
 
@@ -1417,7 +1401,7 @@ def one_hot(labels, num_classes=None, dtype=np.float32) -> np.ndarray:
             raise ValueError("num_classes is needed for empty labels")
         k = int(ints.max()) + 1
     else:
-        k = _positive_int(num_classes, "num_classes")
+        k = _v.positive_int(num_classes, "num_classes", where="one_hot")
         if ints.size and ints.max() >= k:
             raise ValueError(f"labels must be < num_classes={k}, got {int(ints.max())}")
     return (ints[..., None] == np.arange(k)).astype(dtype)

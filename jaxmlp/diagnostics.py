@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
 from jaxmlp.backprop import backprop_pass
 from jaxmlp.losses import check_inputs
 from jaxmlp.model import MLP, check_mode, forward_pass
@@ -210,19 +211,10 @@ def saturated_fraction(derivatives, threshold: float = SATURATION_THRESHOLD) -> 
       (L − 1,) array in [0, 1].
     """
     if not isinstance(threshold, jax.Array):
-        threshold = _threshold(threshold)
+        threshold = _v.positive_real(threshold, "threshold", where="saturated_fraction")
     if not derivatives:
         return jnp.zeros((0,))
     return jnp.stack([jnp.mean((jnp.abs(d) < threshold).astype(d.dtype)) for d in derivatives])
-
-
-def _threshold(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"threshold must be a number > 0, got {value!r}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"threshold must be a finite number > 0, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- the report
@@ -261,7 +253,7 @@ def gradient_report(model: MLP, params, x, y, *, key: Optional[Array] = None, st
       `GradientStats` with (L,) arrays for the dense layers and (L − 1,) for the hidden
       layers; `str(report)` is a per-layer table.
     """
-    threshold = _threshold(threshold)
+    threshold = _v.positive_real(threshold, "threshold", where="gradient_report")
     x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
     loss, w, b, delta, dead, sat, mean_abs = jax.device_get(
         _stats_jit(model, params, x, y, key, state, threshold))

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmlp._checks import as_array, check_finite, is_concrete
+from jaxmlp._validate import as_array, check_finite, is_concrete
 from jaxmlp.model import MLP, check_mode, check_params, check_x, forward_pass
 
 Array = jax.Array

@@ -27,8 +27,8 @@ import numpy as np
 from jaxmlp import activations as _act
 from jaxmlp import init as _init
 from jaxmlp import layers as _layers
-from jaxmlp._checks import (as_array, check_finite, check_finite_leaves, is_concrete,
-                            nonneg_float, positive_int)
+from jaxmlp import _validate as _v
+from jaxmlp._validate import as_array, check_finite, check_finite_leaves, is_concrete
 
 Array = jax.Array
 Params = list  # [{"W": (n_out, n_in), "b": (n_out,), ["gamma", "beta": (n_out,)]}, ...]
@@ -93,12 +93,12 @@ class MLP:
     def __post_init__(self):
         sizes = self.sizes
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise ValueError(f"sizes must be a sequence of positive ints, got {sizes!r}")
+            raise TypeError(f"MLP: sizes must be a sequence of positive ints, got {sizes!r}")
         sizes = tuple(sizes)
         if len(sizes) < 2:
             raise ValueError(
-                f"sizes needs at least two entries (n_in, n_out), got {sizes!r}")
-        sizes = tuple(positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes))
+                f"MLP: sizes must have at least two entries (n_in, n_out), got {sizes!r}")
+        sizes = tuple(_v.positive_int(s, f"sizes[{i}]", where="MLP") for i, s in enumerate(sizes))
         object.__setattr__(self, "sizes", sizes)
         n_hidden = len(sizes) - 2
 
@@ -110,45 +110,43 @@ class MLP:
             act = tuple(act)
             if len(act) != n_hidden:
                 raise ValueError(
-                    f"activation tuple must have one name per hidden layer "
+                    f"MLP: activation must have one name per hidden layer "
                     f"({n_hidden} for sizes {sizes}), got {len(act)}: {act!r}")
             act, fns = zip(*map(_hidden, act)) if act else ((), ())
             act, fns = tuple(act), tuple(fns)
         else:
-            raise ValueError(
-                f"activation must be a name, an Activation or a tuple of them, got {act!r}")
+            raise TypeError(
+                f"MLP: activation must be a name, an Activation or a tuple of them, "
+                f"got {act!r}")
         object.__setattr__(self, "activation", act)
 
         output = self.output
+        if not isinstance(output, (str, _act.Activation)):
+            raise TypeError(f"MLP: output must be an activation name or an Activation, "
+                            f"got {output!r}")
         if not isinstance(output, _act.Activation) and not _act.is_known(output):
             raise ValueError(
-                f"unknown output {output!r}; expected one of {list(_act.ACTIVATIONS)}"
+                f"MLP: output must be one of {list(_act.ACTIVATIONS)}"
                 + (f" or a registered one {list(_act.registered())}"
-                   if _act.registered() else ""))
+                   if _act.registered() else "") + f", got {output!r}")
         output, out_fn = _canonical(output)
         object.__setattr__(self, "output", output)
         object.__setattr__(self, "_fns", (fns, out_fn))
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; expected one of {list(LOSSES)}")
+        _v.one_of(self.loss, "loss", LOSSES, where="MLP")
         needed = LOSSES[self.loss]
         if needed is not None and self.output != needed:
             raise ValueError(
-                f"loss={self.loss!r} needs output={needed!r}, got output={self.output!r}")
+                f"MLP: loss={self.loss!r} needs output={needed!r}, got output={self.output!r}")
         if self.output == "softmax" and sizes[-1] < 2:
             raise ValueError(
-                f"output='softmax' needs at least 2 outputs, got sizes[-1]={sizes[-1]}")
-        if self.init not in INIT_CHOICES:
-            raise ValueError(f"unknown init {self.init!r}; expected one of {list(INIT_CHOICES)}")
-        object.__setattr__(self, "l1", nonneg_float(self.l1, "l1"))
-        object.__setattr__(self, "l2", nonneg_float(self.l2, "l2"))
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; expected one of {list(NORMS)}")
+                f"MLP: output='softmax' needs at least 2 outputs, got sizes[-1]={sizes[-1]}")
+        _v.one_of(self.init, "init", INIT_CHOICES, where="MLP")
+        object.__setattr__(self, "l1", _v.nonneg_real(self.l1, "l1", where="MLP"))
+        object.__setattr__(self, "l2", _v.nonneg_real(self.l2, "l2", where="MLP"))
+        _v.one_of(self.norm, "norm", NORMS, where="MLP")
         for field in ("dropout", "norm_momentum"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    0.0 <= value < 1.0):
-                raise ValueError(f"{field} must be in [0, 1), got {value!r}")
-            object.__setattr__(self, field, float(value))
+            value = _v.probability(getattr(self, field), field, where="MLP", high_open=True)
+            object.__setattr__(self, field, value)
 
     @property
     def n_layers(self) -> int:
@@ -221,14 +219,17 @@ def _canonical(spec):
 
 def _hidden(spec):
     """_canonical for a hidden layer: softmax (or any non-elementwise one) refused."""
+    if not isinstance(spec, (str, _act.Activation)):
+        raise TypeError(f"MLP: activation must be a name or an Activation, got {spec!r}")
     if not isinstance(spec, _act.Activation) and spec not in _act.hidden_names():
         raise ValueError(
-            f"unknown hidden activation {spec!r}; expected one of "
-            f"{list(_act.hidden_names())} (softmax is output-only), or register your own "
-            f"with jaxmlp.activations.register(name, f, df)")
+            f"MLP: activation must be one of {list(_act.hidden_names())} (softmax is "
+            f"output-only) or a name registered with jaxmlp.activations.register(name, f, "
+            f"df), got {spec!r}")
     value, fn = _canonical(spec)
     if fn.df is None:
-        raise ValueError(f"activation {fn.name!r} is not elementwise: softmax is output-only")
+        raise ValueError(f"MLP: activation {fn.name!r} is not elementwise: softmax is "
+                         f"output-only")
     return value, fn
 
 
@@ -262,8 +263,7 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
     scheme = model.init if scheme is None else scheme
-    if scheme not in INIT_CHOICES:
-        raise ValueError(f"unknown init scheme {scheme!r}; expected one of {list(INIT_CHOICES)}")
+    _v.one_of(scheme, "scheme", INIT_CHOICES, where="init_params")
     dtype = _check_dtype(dtype)
     key = _check_key(key, "key")
     _check_fits_in_memory(model, dtype)
@@ -352,7 +352,7 @@ def _check_dtype(dtype):
 
 def _check_key(key, name):
     if key is None:
-        raise ValueError(f"{name} must be a jax.random.key, got None")
+        raise TypeError(f"{name} must be a jax.random.key, got None")
     if not isinstance(key, (jax.Array, jax.core.Tracer)):
         raise TypeError(
             f"{name} must be a jax.random.key (e.g. jax.random.key(0)), got {type(key).__name__}")

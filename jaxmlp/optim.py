@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
+
 __all__ = [
     "GradientTransformation",
     "Schedule",
@@ -154,47 +156,6 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
 # --------------------------------------------------------------------------------------
 # Validation (plain Python, before any tracing)
 # --------------------------------------------------------------------------------------
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
-
-
-def _in_unit_interval(name: str, value: Any) -> float:
-    x = _real(name, value)
-    if not 0.0 <= x < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return x
-
-
-def _non_negative(name: str, value: Any) -> float:
-    x = _real(name, value)
-    if not (math.isfinite(x) and x >= 0.0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return x
-
-
-def _positive(name: str, value: Any) -> float:
-    x = _real(name, value)
-    if not (math.isfinite(x) and x > 0.0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return x
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a bool (True or False), got {value!r}")
-    return bool(value)
-
-
-def _steps(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 _SHARED_MAX = 256  # distinct argument sets remembered per constructor
@@ -324,7 +285,7 @@ def _qualname(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _learning_rate(learning_rate: Any) -> Schedule:
+def _learning_rate(learning_rate: Any, where: str) -> Schedule:
     """Turns ``learning_rate`` into a schedule, validating a number (> 0, finite).
 
     A scalar array is accepted too: checked when concrete, taken as is when traced (so a
@@ -340,11 +301,11 @@ def _learning_rate(learning_rate: Any) -> Schedule:
     ):
         if jnp.ndim(learning_rate) != 0:
             raise ValueError(
-                f"learning_rate must be a scalar, got an array of shape "
+                f"{where}: learning_rate must be a scalar, got an array of shape "
                 f"{jnp.shape(learning_rate)}"
             )
         try:
-            _positive("learning_rate", float(learning_rate))
+            _v.positive_real(float(learning_rate), "learning_rate", where=where)
         except jax.errors.ConcretizationTypeError:
             pass  # traced: its value is only known at run time
         return lambda count: learning_rate
@@ -352,10 +313,10 @@ def _learning_rate(learning_rate: Any) -> Schedule:
         learning_rate, numbers.Real
     ):
         raise TypeError(
-            f"learning_rate must be a number or a schedule callable count -> rate, "
-            f"got {learning_rate!r}"
+            f"{where}: learning_rate must be a number > 0 or a schedule callable "
+            f"count -> rate, got {learning_rate!r}"
         )
-    rate = _positive("learning_rate", learning_rate)
+    rate = _v.positive_real(learning_rate, "learning_rate", where=where)
     return lambda count: rate
 
 
@@ -419,7 +380,7 @@ def constant_schedule(value: float) -> Schedule:
     Returns:
       A schedule; ``schedule(count)`` is a float scalar array.
     """
-    value = _non_negative("value", value)
+    value = _v.nonneg_real(value, "value", where="constant_schedule")
 
     def schedule(count):
         return jnp.full([], value, dtype=jnp.result_type(float))
@@ -442,10 +403,10 @@ def exponential_decay(
       transition_steps: int >= 1.
       staircase: bool.
     """
-    init_value = _non_negative("init_value", init_value)
-    decay_rate = _positive("decay_rate", decay_rate)
-    transition_steps = _steps("transition_steps", transition_steps, 1)
-    staircase = _flag("staircase", staircase)
+    init_value = _v.nonneg_real(init_value, "init_value", where="exponential_decay")
+    decay_rate = _v.positive_real(decay_rate, "decay_rate", where="exponential_decay")
+    transition_steps = _v.integer(transition_steps, "transition_steps", where="exponential_decay", low=1)
+    staircase = _v.flag(staircase, "staircase", where="exponential_decay")
 
     def schedule(count):
         p = _as_float(count) / transition_steps
@@ -468,11 +429,9 @@ def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Sch
       decay_steps: int >= 1.
       alpha: final rate as a fraction of ``init_value``, in [0, 1].
     """
-    init_value = _non_negative("init_value", init_value)
-    decay_steps = _steps("decay_steps", decay_steps, 1)
-    alpha = _real("alpha", alpha)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    init_value = _v.nonneg_real(init_value, "init_value", where="cosine_decay")
+    decay_steps = _v.integer(decay_steps, "decay_steps", where="cosine_decay", low=1)
+    alpha = _v.probability(alpha, "alpha", where="cosine_decay")
 
     def schedule(count):
         progress = jnp.minimum(_as_float(count), decay_steps) / decay_steps
@@ -506,14 +465,15 @@ def warmup_cosine_decay(
       warmup_steps: int >= 0 (0: start at ``peak_value``).
       decay_steps: int > warmup_steps.
     """
-    init_value = _non_negative("init_value", init_value)
-    peak_value = _non_negative("peak_value", peak_value)
-    end_value = _non_negative("end_value", end_value)
-    warmup_steps = _steps("warmup_steps", warmup_steps, 0)
-    decay_steps = _steps("decay_steps", decay_steps, 1)
+    init_value = _v.nonneg_real(init_value, "init_value", where="warmup_cosine_decay")
+    peak_value = _v.nonneg_real(peak_value, "peak_value", where="warmup_cosine_decay")
+    end_value = _v.nonneg_real(end_value, "end_value", where="warmup_cosine_decay")
+    warmup_steps = _v.integer(warmup_steps, "warmup_steps", where="warmup_cosine_decay", low=0)
+    decay_steps = _v.integer(decay_steps, "decay_steps", where="warmup_cosine_decay", low=1)
     if decay_steps <= warmup_steps:
         raise ValueError(
-            f"decay_steps must be > warmup_steps ({warmup_steps}): it is the total length "
+            f"warmup_cosine_decay: decay_steps must be > warmup_steps ({warmup_steps}): it "
+            f"is the total length "
             f"including warm-up, got {decay_steps!r}"
         )
     cosine_steps = decay_steps - warmup_steps
@@ -586,9 +546,9 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> Gradien
       A :class:`GradientTransformation` with :class:`SgdState` (``velocity`` like params,
       or ``()`` when μ = 0).
     """
-    schedule = _learning_rate(learning_rate)
-    mu = _in_unit_interval("momentum", momentum)
-    nesterov = _flag("nesterov", nesterov)
+    schedule = _learning_rate(learning_rate, "sgd")
+    mu = _v.probability(momentum, "momentum", where="sgd", high_open=True)
+    nesterov = _v.flag(nesterov, "nesterov", where="sgd")
 
     def init(params):
         return SgdState(count=_zero_count(), velocity=_zeros_like(params) if mu else ())
@@ -651,12 +611,12 @@ def rmsprop(
     Returns:
       A :class:`GradientTransformation` with :class:`RmsPropState`.
     """
-    schedule = _learning_rate(learning_rate)
-    rho = _in_unit_interval("decay", decay)
-    eps = _non_negative("eps", eps)
-    eps_root = _non_negative("eps_root", eps_root)
-    centered = _flag("centered", centered)
-    mu = _in_unit_interval("momentum", momentum)
+    schedule = _learning_rate(learning_rate, "rmsprop")
+    rho = _v.probability(decay, "decay", where="rmsprop", high_open=True)
+    eps = _v.nonneg_real(eps, "eps", where="rmsprop")
+    eps_root = _v.nonneg_real(eps_root, "eps_root", where="rmsprop")
+    centered = _v.flag(centered, "centered", where="rmsprop")
+    mu = _v.probability(momentum, "momentum", where="rmsprop", high_open=True)
 
     def init(params):
         zeros = lambda: _zeros_like(params)  # noqa: E731
@@ -764,11 +724,11 @@ def adam(
     Returns:
       A :class:`GradientTransformation` with :class:`AdamState` (``mu``, ``nu`` like params).
     """
-    schedule = _learning_rate(learning_rate)
-    b1 = _in_unit_interval("b1", b1)
-    b2 = _in_unit_interval("b2", b2)
-    eps = _non_negative("eps", eps)
-    eps_root = _non_negative("eps_root", eps_root)
+    schedule = _learning_rate(learning_rate, "adam")
+    b1 = _v.probability(b1, "b1", where="adam", high_open=True)
+    b2 = _v.probability(b2, "b2", where="adam", high_open=True)
+    eps = _v.nonneg_real(eps, "eps", where="adam")
+    eps_root = _v.nonneg_real(eps_root, "eps_root", where="adam")
 
     def init(params):
         return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
@@ -821,12 +781,12 @@ def adamw(
     Returns:
       A :class:`GradientTransformation` with :class:`AdamState`.
     """
-    schedule = _learning_rate(learning_rate)
-    b1 = _in_unit_interval("b1", b1)
-    b2 = _in_unit_interval("b2", b2)
-    eps = _non_negative("eps", eps)
-    eps_root = _non_negative("eps_root", eps_root)
-    weight_decay = _non_negative("weight_decay", weight_decay)
+    schedule = _learning_rate(learning_rate, "adamw")
+    b1 = _v.probability(b1, "b1", where="adamw", high_open=True)
+    b2 = _v.probability(b2, "b2", where="adamw", high_open=True)
+    eps = _v.nonneg_real(eps, "eps", where="adamw")
+    eps_root = _v.nonneg_real(eps_root, "eps_root", where="adamw")
+    weight_decay = _v.nonneg_real(weight_decay, "weight_decay", where="adamw")
 
     def init(params):
         return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
@@ -878,9 +838,9 @@ def adagrad(
     Returns:
       A :class:`GradientTransformation` with :class:`AdagradState`.
     """
-    schedule = _learning_rate(learning_rate)
-    s0 = _non_negative("initial_accumulator_value", initial_accumulator_value)
-    eps = _non_negative("eps", eps)
+    schedule = _learning_rate(learning_rate, "adagrad")
+    s0 = _v.nonneg_real(initial_accumulator_value, "initial_accumulator_value", where="adagrad")
+    eps = _v.nonneg_real(eps, "eps", where="adagrad")
 
     def init(params):
         return AdagradState(
@@ -928,7 +888,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     Returns:
       A stateless :class:`GradientTransformation` (state :class:`EmptyState`).
     """
-    tau = _positive("max_norm", max_norm)
+    tau = _v.positive_real(max_norm, "max_norm", where="clip_by_global_norm")
 
     def init(params):
         return EmptyState()
@@ -967,7 +927,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
             raise TypeError(
-                f"chain's argument {i} must be a GradientTransformation (e.g. adam(1e-3)), "
+                f"chain: argument {i} must be a GradientTransformation (e.g. adam(1e-3)), "
                 f"got {t!r}"
             )
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import numbers
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -48,8 +47,8 @@ import numpy as np
 
 from jaxmlp import optim as _optim
 from jaxmlp import parallel as _parallel
-from jaxmlp._checks import check_finite
-from jaxmlp._checks import positive_int as _positive_int
+from jaxmlp._validate import check_finite
+from jaxmlp import _validate as _v
 from jaxmlp.backprop import backprop_pass
 from jaxmlp.losses import check_inputs, data_loss, objective, prepare_targets
 from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, forward_pass,
@@ -126,9 +125,8 @@ def _short(treedef, limit=160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _check_grad(grad):
-    if grad not in GRADS:
-        raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
+def _check_grad(grad, where: str):
+    _v.one_of(grad, "grad", GRADS, where=where)
 
 
 def _grad_fn(model: MLP, grad: str) -> Callable:
@@ -177,7 +175,7 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
     _check_optimizer(optimizer)
-    _check_grad(grad)
+    _check_grad(grad, "make_train_step")
     grads_of = _grad_fn(model, grad)
     batch_norm = model.norm == "batch"
 
@@ -393,32 +391,31 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
     _check_optimizer(optimizer)
-    _check_grad(grad)
+    _check_grad(grad, "fit")
     check_params(model, params)
-    epochs = _positive_int(epochs, "epochs")
-    unroll = _positive_int(unroll, "unroll")
-    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
-    keep = _positive_int(keep, "keep")
+    epochs = _v.positive_int(epochs, "epochs", where="fit")
+    unroll = _v.positive_int(unroll, "unroll", where="fit")
+    checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where="fit")
+    keep = _v.positive_int(keep, "keep", where="fit")
     if patience is not None:
-        patience = _positive_int(patience, "patience")
+        patience = _v.positive_int(patience, "patience", where="fit")
         if validation is None:
-            raise ValueError("patience (early stopping) needs validation=(x_val, y_val)")
-    if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or not min_delta >= 0:
-        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-    if on_divergence not in ("raise", "stop"):
-        raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}")
+            raise ValueError("fit: patience (early stopping) needs validation=(x_val, y_val)")
+    _v.nonneg_real(min_delta, "min_delta", where="fit")
+    _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where="fit")
     key = _check_key(key, "key")
     dtype = params[0]["W"].dtype
     x, y = _prepare_data(model, x, y, dtype, "")
     n = x.shape[0]
     if batch_size is None:
         batch_size = n
-    batch_size = min(_positive_int(batch_size, "batch_size"), n)
+    batch_size = min(_v.positive_int(batch_size, "batch_size", where="fit"), n)
     n_batches = n // batch_size
     xv = yv = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise ValueError("validation must be a pair (x_val, y_val)")
+            raise TypeError(f"fit: validation must be a pair (x_val, y_val), got "
+                            f"{type(validation).__name__}")
         xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation")
     if model.norm == "batch":
         state = init_state(model, dtype=dtype) if state is None else state

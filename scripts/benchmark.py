@@ -689,7 +689,8 @@ def _csv_module_reader(path, target=-1, dtype=np.float32):
     import csv
     import gzip
     import io
-    raw = open(path, "rb").read()
+    with open(path, "rb") as f:
+        raw = f.read()
     if path.endswith(".gz") or raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     text = raw.decode("utf-8-sig")

@@ -2,10 +2,10 @@
 
     python resume_worker.py OUT.npz [CKPT_DIR] [--slow]
 
---slow sleeps a little inside every epoch and inside every checkpoint's atomic replace, so
-that a SIGKILL sent at a random moment often lands mid-training or mid-save.
+--slow sleeps a little inside every epoch and inside every checkpoint save (after the
+temporary file is written, before it is renamed into place), so that a SIGKILL sent at a
+random moment often lands mid-training or mid-save.
 """
-import os
 import sys
 import time
 
@@ -22,14 +22,14 @@ def main(argv):
     out = argv[0]
     ckpt_dir = argv[1] if len(argv) > 1 and not argv[1].startswith("--") else None
     slow = "--slow" in argv
-    if slow:
-        real_replace = os.replace
+    if slow:  # only this process's jaxmlp.checkpoint: os.replace itself is left alone
+        write_zip = jm.checkpoint._write_zip
 
-        def slow_replace(src, dst):
+        def slow_write_zip(*args):
+            write_zip(*args)
             time.sleep(0.02)
-            real_replace(src, dst)
 
-        jm.checkpoint.os.replace = slow_replace
+        jm.checkpoint._write_zip = slow_write_zip
     rng = np.random.default_rng(0)
     x = rng.standard_normal((128, 4))
     y = (x[:, :1] * x[:, 1:2] + np.sin(x[:, 2:3]))

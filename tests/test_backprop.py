@@ -1,7 +1,8 @@
-"""Manual δ backprop ≡ jax.grad of jaxmlp.loss, over the declared matrix of configurations.
+"""Manual δ backprop ≡ jax.grad of jaxmlp.loss: the checks and helpers that the declared
+matrix of configurations (tests/test_matrix.py) uses, and what the matrix does not cover.
 
-The big matrix runs eagerly (`jax.disable_jit`): XLA compiles each primitive once per
-shape and reuses it, where a jit per configuration would compile ~1000 programs.  The
+Small configurations run eagerly (`jax.disable_jit`): XLA compiles each primitive once per
+shape and reuses it, where a jit per configuration would compile a program each.  The
 jitted path is tested on a representative subset, and must agree with the eager one.
 """
 import functools
@@ -20,13 +21,12 @@ from jaxmlp.losses import _loss_impl
 
 from tests import reference as ref
 
-# ----------------------------------------------------------------- the declared matrix
+# ------------------------------------------ shared with test_matrix.py and test_layers.py
+# every valid (output, loss) pair
 OUTPUT_LOSS = [(o, l) for l in ("mse", "sse") for o in
                ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "softmax")]
 OUTPUT_LOSS += [("sigmoid", "bce"), ("softmax", "cce")]
-DEPTHS = (1, 2, 3, 4)  # hidden layers
-PENALTIES = {"nopen": (0.0, 0.0), "l1l2": (0.03, 0.05)}
-N, N_IN, WIDTH, K = 5, 3, 4, 3
+N, N_IN, K = 5, 3, 3
 RTOL = 1e-9
 
 
@@ -84,7 +84,7 @@ def check_config(model, seed=0):
     return params, x, y, out
 
 
-# The full matrix (activation × output/loss × depth × penalty) is in test_matrix.py.
+# The matrix (activation × output/loss × depth × penalty) is declared in test_matrix.py.
 
 
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSS, ids=[f"{o}-{l}" for o, l in OUTPUT_LOSS])

@@ -1,43 +1,29 @@
-"""scripts/benchmark.py: the quick run reports every field with finite ratios (the CSV
-section's too), and the compiled manual-δ step costs no more FLOPs, temporary memory or
+"""scripts/benchmark.py: the quick run reports its sections with finite positive ratios (the
+CSV section's too), and the compiled manual-δ step costs no more FLOPs, temporary memory or
 kernels than the autodiff one.
 
-No timing is asserted: timings depend on the machine and its load.  The quick run is a
-subprocess (started by the background lane, tests/lane.py), so it gets a fresh JAX with
-the default XLA flags and float32 defaults rather than this session's configuration.
+No timing is asserted: timings depend on the machine and its load.  The quick run is
+in-process (its `main(argv)`), on W1 only, with JAX's defaults (64-bit off, rank promotion
+allowed) as a user running the script has them.
 """
+import contextlib
 import importlib.util
+import io
 import json
 import math
 import pathlib
 
+import jax
 import pytest
-
-from tests import lane
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-WORKLOADS = lane.BENCHMARK_WORKLOADS  # what the lane's quick run covers
-
-TOP_FIELDS = ("machine", "device", "jax_version", "config", "machine_peak_gflops",
-              "workloads", "total_seconds")
-WORKLOAD_FIELDS = ("name", "sizes", "activation", "output", "loss", "batch_size", "rows",
-                   "n_weights", "flops_per_sample", "step", "throughput", "gemm",
-                   "achieved_gflops", "fraction_of_gemm_peak", "seconds")
-STEP_FIELDS = ("manual_s", "autodiff_s", "ratio_manual_over_autodiff",
-               "ratio_manual_over_autodiff_quartiles", "manual_again_s",
-               "ratio_control_manual_over_manual_again",
-               "ratio_control_manual_over_manual_again_quartiles", "compiled")
-COMPILED_FIELDS = ("flops", "bytes_accessed", "temp_bytes", "kernels")
-THROUGHPUT_VARIANTS = ("fit_manual", "fit_autodiff", "python_loop", "pure_jax_scan")
-THROUGHPUT_RATIOS = ("ratio_fit_manual_over_pure_jax", "ratio_fit_autodiff_over_pure_jax",
-                     "ratio_fit_manual_over_fit_autodiff", "ratio_fit_manual_over_python_loop",
-                     "ratio_python_loop_over_pure_jax")
-GEMM_FIELDS = ("shapes", "gemm_gflops", "best_shape_gflops", "step_gemm_flops", "step_gemm_s")
-CSV_FIELDS = ("format", "rows", "columns", "bytes", "same_values", "new_s", "old_s",
-              "ratio_old_over_new", "ratio_old_over_new_quartiles", "new_mb_per_s",
-              "old_mb_per_s", "result_bytes", "new_peak_bytes", "old_peak_bytes",
-              "ratio_new_peak_over_result", "ratio_old_peak_over_result")
+# W2 and W3 run the same code paths with other shapes; compiling their steps, fits and
+# GEMMs would triple the smoke run's time on 2 cores.
+WORKLOADS = ("W1",)
+SECTIONS = ("machine", "device", "jax_version", "config", "machine_peak_gflops", "workloads",
+            "csv", "total_seconds")
+WORKLOAD_SECTIONS = ("step", "throughput", "gemm", "achieved_gflops", "fraction_of_gemm_peak")
 
 
 def _load_script():
@@ -60,63 +46,68 @@ def _ratios(tree, path="", inside=False):
         yield path, tree
 
 
+def _items(tree):
+    """Every (key, value) of every dict in the report."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield k, v
+            yield from _items(v)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _items(v)
+
+
 def _finite_positive(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    # run by the background lane (tests/lane.py): `--quick --workloads W1 --json`
-    text, stdout = lane.result("benchmark_quick", tmp_path_factory.getbasetemp())
-    return json.loads(text), stdout
+    """`--quick --workloads W1 --devices 1 --json OUT`: its JSON report and its stdout."""
+    out = tmp_path_factory.mktemp("benchmark") / "bench.json"
+    before = jax.config.jax_enable_x64, jax.config.jax_numpy_rank_promotion
+    jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_numpy_rank_promotion", "allow")
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            _load_script().main(["--quick", "--workloads", ",".join(WORKLOADS),
+                                 "--devices", "1", "--json", str(out)])
+    finally:
+        jax.config.update("jax_enable_x64", before[0])
+        jax.config.update("jax_numpy_rank_promotion", before[1])
+    return json.loads(out.read_text()), stdout.getvalue()
 
 
-def test_quick_run_reports_every_field(quick):
+def test_quick_run_reports_every_section_with_finite_ratios(quick):
     res, stdout = quick
-    for field in TOP_FIELDS:
-        assert field in res, field
-    assert isinstance(res["machine"]["cpu_count"], int) and res["machine"]["platform"]
-    assert res["device"]["platform"] and res["device"]["device_kind"]
-    assert res["device"]["count"] >= 1 and res["jax_version"]
-    assert res["config"]["mode"] == "quick"
+    for section in SECTIONS:
+        assert section in res, section
+    assert res["config"]["mode"] == "quick" and res["jax_version"]
+    assert isinstance(res["machine"]["cpu_count"], int) and res["device"]["count"] >= 1
     assert _finite_positive(res["machine_peak_gflops"])
     assert set(res["workloads"]) == set(WORKLOADS)
-    for wid in WORKLOADS:
-        w = res["workloads"][wid]
-        for field in WORKLOAD_FIELDS:
-            assert field in w, (wid, field)
-        for field in STEP_FIELDS:
-            assert field in w["step"], (wid, field)
+    for wid, w in res["workloads"].items():
+        for section in WORKLOAD_SECTIONS:
+            assert section in w, (wid, section)
         for g in ("manual", "autodiff"):
-            for field in COMPILED_FIELDS:
-                assert field in w["step"]["compiled"][g], (wid, g, field)
             assert _finite_positive(w["step"]["compiled"][g]["flops"]), (wid, g)
             assert w["step"]["compiled"][g]["temp_bytes"] >= 0, (wid, g)
-        for v in THROUGHPUT_VARIANTS:
-            assert _finite_positive(w["throughput"][f"{v}_samples_per_s"]), (wid, v)
-            assert _finite_positive(w["achieved_gflops"][v]), (wid, v)
-            assert v in w["fraction_of_gemm_peak"], (wid, v)
-        for r in THROUGHPUT_RATIOS:
-            assert r in w["throughput"], (wid, r)
-        for q in (w["step"]["ratio_manual_over_autodiff_quartiles"],
-                  w["step"]["ratio_control_manual_over_manual_again_quartiles"],
-                  w["throughput"]["ratio_fit_manual_over_pure_jax_quartiles"]):
-            assert len(q) == 2 and q[0] <= q[1], (wid, q)  # [q1, q3]; finite: below
-        for field in GEMM_FIELDS:
-            assert field in w["gemm"], (wid, field)
+        assert _finite_positive(w["step"]["manual_s"]) and _finite_positive(w["step"]["autodiff_s"])
         assert all(_finite_positive(s["gflops"]) for s in w["gemm"]["shapes"]), wid
         assert w["gemm"]["step_gemm_flops"] == w["flops_per_sample"] * w["batch_size"], wid
-        assert _finite_positive(w["step"]["manual_s"]), wid
-        assert _finite_positive(w["step"]["autodiff_s"]), wid
-    for field in CSV_FIELDS:  # (e) CSV loading: load_csv against the csv-module reader
-        assert field in res["csv"], field
+        throughputs = [v for k, v in w["throughput"].items() if k.endswith("_samples_per_s")]
+        assert len(throughputs) >= 4 and all(map(_finite_positive, throughputs)), wid
+        assert w["achieved_gflops"] and all(map(_finite_positive, w["achieved_gflops"].values()))
     assert res["csv"]["same_values"] is True
     assert _finite_positive(res["csv"]["new_mb_per_s"]) and _finite_positive(res["csv"]["old_s"])
     ratios = list(_ratios(res))
-    assert len(ratios) >= len(WORKLOADS) * (1 + 2 + len(THROUGHPUT_RATIOS)
-                                            + len(THROUGHPUT_VARIANTS))
+    assert len(ratios) >= 12 * len(WORKLOADS), ratios  # step, throughput, GEMM-peak ratios
     bad = [(p, v) for p, v in ratios if not _finite_positive(v)]
     assert not bad, bad
+    quartiles = [(k, q) for k, q in _items(res) if k.endswith("_quartiles")]
+    assert len(quartiles) >= 3 * len(WORKLOADS), quartiles
+    assert all(len(q) == 2 and q[0] <= q[1] for _, q in quartiles), quartiles  # [q1, q3]
     assert "manual ms" in stdout and "samples/s" in stdout and "(e) CSV loading" in stdout
 
 

@@ -51,8 +51,8 @@ def test_train_regression_csv(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["train", "--csv", "missing.csv"], "missing.csv"),
     (["train", "--dataset", "xor", "--csv", "x.csv"], "either --dataset or --csv"),
-    (["train", "--dropout", "1.5", "--epochs", "1"], "dropout must be in [0, 1)"),
-    (["train", "--activation", "swish", "--epochs", "1"], "unknown hidden activation"),
+    (["train", "--dropout", "1.5", "--epochs", "1"], "MLP: dropout must be a number in [0, 1)"),
+    (["train", "--activation", "swish", "--epochs", "1"], "MLP: activation must be one of"),
     (["train", "--batch-size", "0", "--epochs", "1"], "batch_size must be a positive int"),
     (["train", "--epochs", "0"], "epochs must be a positive int"),
     (["train", "--lr", "-1", "--epochs", "1"], "lr must be > 0"),

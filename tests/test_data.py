@@ -114,20 +114,21 @@ def test_sine():
 
 
 @pytest.mark.parametrize(
-    "call, word",
+    "call, error, word",
     [
-        (lambda: data.spirals(n=0), "n"),
-        (lambda: data.moons(n=2.5), "n"),
-        (lambda: data.xor(n=True), "n"),
-        (lambda: data.sine(noise=-0.1), "noise"),
-        (lambda: data.moons(noise=float("nan")), "noise"),
-        (lambda: data.spirals(classes=1), "classes"),
-        (lambda: data.xor(seed=-1), "seed"),
-        (lambda: data.sine(dtype=np.int32), "dtype"),
+        (lambda: data.spirals(n=0), ValueError, "spirals: n must be a positive int, got 0"),
+        (lambda: data.moons(n=2.5), TypeError, "moons: n must be a positive int, got 2.5"),
+        (lambda: data.xor(n=True), TypeError, "xor: n must be a positive int, got True"),
+        (lambda: data.sine(noise=-0.1), ValueError, "sine: noise must be a finite number >= 0"),
+        (lambda: data.moons(noise=float("nan")), ValueError, "moons: noise"),
+        (lambda: data.spirals(classes=1), ValueError, "spirals: classes"),
+        (lambda: data.xor(seed=-1), ValueError, "xor: seed must be an int >= 0, got -1"),
+        (lambda: data.sine(dtype=np.int32), ValueError, "sine: dtype"),
+        (lambda: data.sine(dtype="no such"), TypeError, "sine: dtype"),
     ],
 )
-def test_synthetic_validation(call, word):
-    with pytest.raises(ValueError, match=word):
+def test_synthetic_validation(call, error, word):
+    with pytest.raises(error, match=word):
         call()
 
 
@@ -226,7 +227,7 @@ def test_load_csv_target_errors(tmp_path):
             data.load_csv(p, target=bad)
     with pytest.raises(ValueError, match="has no header"):
         data.load_csv(write(tmp_path / "n.csv", "1,2\n"), target="alpha")
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(TypeError, match="load_csv: target"):
         data.load_csv(p, target=True)
 
 

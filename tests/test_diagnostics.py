@@ -151,6 +151,11 @@ def test_validation():
         dg.gradient_report(model, params, x, np.zeros((3, 1)))
     with pytest.raises(ValueError, match="shape"):
         dg.gradient_report(model, params[::-1], x, y)
-    for bad in (0.0, -1.0, float("nan"), "1e-3", True):
-        with pytest.raises(ValueError, match="threshold"):
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="gradient_report: threshold must be a finite "
+                                             "number > 0"):
+            dg.gradient_report(model, params, x, y, threshold=bad)
+    for bad in ("1e-3", True, None):  # a wrong type
+        with pytest.raises(TypeError, match="gradient_report: threshold must be a finite "
+                                            "number > 0"):
             dg.gradient_report(model, params, x, y, threshold=bad)

@@ -5,6 +5,7 @@ features-first column form and batch-first rows), with mistakes planted on reque
 referee must pass the correct one, and locate and name each planted mistake.
 """
 import json
+import os
 import pathlib
 import re
 import signal
@@ -20,7 +21,6 @@ import pytest
 
 import jaxmlp as jm
 from jaxmlp import oracle
-from tests import lane
 from tests.test_checkpoint import (NOT_REGULAR, bounded, deflated_zeros, not_regular, npy_header,
                                    write_zip)
 
@@ -737,7 +737,8 @@ def test_python_m_subprocess(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "jaxmlp", "check", bad, "--activation", "tanh,sigmoid",
          "--output", "identity", "--loss", "mse"],
-        capture_output=True, text=True, timeout=120, cwd=root, env=lane.env())
+        capture_output=True, text=True, timeout=120, cwd=root,
+        env=dict(os.environ, PYTHONPATH=str(root)))
     assert proc.returncode == 1, proc.stderr
     assert "δ of layer 1 is missing the activation derivative f′(z)" in proc.stdout
 

@@ -214,9 +214,11 @@ def test_rule_order():
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("bad", (0, -3, 2.5, 40.0, True, "40", [40]))
-def test_n_train_must_be_a_positive_integer(bad):
-    with pytest.raises(ValueError, match="n_train"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError),
+                                        (40.0, TypeError), (True, TypeError), ("40", TypeError),
+                                        ([40], TypeError)])
+def test_n_train_must_be_a_positive_integer(bad, error):
+    with pytest.raises(error, match="reference_gradients: n_train must be a positive int"):
         _reference("nielsen", n_train=bad)
 
 

@@ -180,8 +180,8 @@ def test_probe_sums_per_example_calls_for_nielsen_style_code():
 
 @pytest.mark.parametrize("kw, error, match", [
     (dict(fn=3), TypeError, "fn must be a function"),
-    (dict(depths=(0,)), ValueError, "depths must hold positive integers"),
-    (dict(batch_sizes=()), TypeError, "batch_sizes must be a non-empty tuple"),
+    (dict(depths=(0,)), ValueError, r"probe: depths must be a positive int or a non-empty tuple of positive ints, got \(0,\)"),
+    (dict(batch_sizes=()), TypeError, "probe: batch_sizes must be a positive int or a non-empty tuple"),
     (dict(activations="swish"), ValueError, "unknown activation 'swish'"),
     (dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
     (dict(convention="torch"), ValueError, "unknown convention 'torch'"),

@@ -213,12 +213,11 @@ def test_divergence_is_reported_and_params_stay_finite(reg):
 @pytest.mark.parametrize("bad,match", [
     (dict(x="nan"), "x contains NaN or Inf"),
     (dict(y="inf"), "y contains NaN or Inf"),
-    (dict(batch_size=0), "batch_size must be a positive int"),
-    (dict(batch_size=2.5), "batch_size must be a positive int"),
+    (dict(batch_size=0), "fit: batch_size must be a positive int, got 0"),
     (dict(epochs=0), "epochs must be a positive int"),
     (dict(patience=3), "patience .* needs validation"),
     (dict(min_delta=-1.0), "min_delta must be"),
-    (dict(grad="numeric"), "grad must be one of"),
+    (dict(grad="numeric"), "fit: grad must be one of"),
     (dict(on_divergence="ignore"), "on_divergence must be"),
     (dict(validation=(np.ones((4, 2)), np.ones((4, 1)))), r"validation x must have shape \(batch, 3\)"),
     (dict(validation=(np.ones((4, 3)), np.full((4, 1), np.nan))), "validation y contains NaN"),
@@ -241,6 +240,11 @@ def test_fit_refuses_bad_types(reg, adam):
         jm.fit(model, params, "adam", x, y, epochs=1, batch_size=4, key=jax.random.key(0))
     with pytest.raises(TypeError, match="key must be a jax.random.key"):
         jm.fit(model, params, adam, x, y, epochs=1, batch_size=4, key=0)
+    with pytest.raises(TypeError, match="fit: batch_size must be a positive int, got 2.5"):
+        jm.fit(model, params, adam, x, y, epochs=1, batch_size=2.5, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="fit: min_delta must be a finite number >= 0, got '0'"):
+        jm.fit(model, params, adam, x, y, epochs=1, batch_size=4, min_delta="0",
+               key=jax.random.key(0))
 
 
 # ----------------------------------------------------------------- with norm and dropout

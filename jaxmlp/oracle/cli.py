@@ -38,7 +38,7 @@ import sys
 import zipfile
 
 from jaxmlp import checkpoint as _ck
-from jaxmlp._checks import open_regular
+from jaxmlp._validate import regular_file
 from jaxmlp.oracle import junit as _junit
 from jaxmlp.oracle.conventions import CONVENTIONS
 from jaxmlp.oracle.reference import LAYOUTS, reference_gradients
@@ -132,7 +132,7 @@ def _load_npz(path: str) -> dict:
     array.  Every read is bounded by the member's declared size.
     """
     try:
-        f = open_regular(path, path, _InputError)
+        f = regular_file(path, path, _InputError)
     except FileNotFoundError:
         raise _InputError(f"no such file: {path}") from None
     except OSError as e:

@@ -87,7 +87,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from jaxmlp.oracle.conventions import Convention, resolve
-from jaxmlp.oracle.report import Entry, measure, tolerance
+from jaxmlp import _validate as _v
+from jaxmlp.oracle.report import Entry, measure
 
 __all__ = ["check_layer", "LayerReport", "KINDS", "RULES"]
 
@@ -177,45 +178,43 @@ class LayerReport(NamedTuple):
 # --------------------------------------------------------------------------- validation
 
 def _shape_option(value, kind: str, conv: Convention) -> tuple:
-    if not isinstance(value, (tuple, list)) or not value or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1
-            for d in value):
-        raise ValueError(f"x_shape must be a non-empty tuple of positive integers, "
-                         f"got {value!r}")
+    expected = "a non-empty tuple of positive ints"
+    if not isinstance(value, (tuple, list)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in value):
+        raise TypeError(f"check_layer: x_shape must be {expected}, got {value!r}")
+    if not value or not all(d >= 1 for d in value):
+        raise ValueError(f"check_layer: x_shape must be {expected}, got {value!r}")
     shape = tuple(int(d) for d in value)
     two_d = kind in _NORMS or kind in _LOSS_KINDS or (kind == "affine" and conv.features_first)
     if two_d and len(shape) != 2:
-        raise ValueError(f"x_shape for {kind!r} must have 2 dimensions, got {shape}")
+        raise ValueError(f"check_layer: x_shape for {kind!r} must have 2 dimensions, got "
+                         f"{shape}")
     if kind == "affine" and len(shape) < 2:
-        raise ValueError(f"x_shape for 'affine' must be (N, d1, ...), got {shape}")
+        raise ValueError(f"check_layer: x_shape for 'affine' must be (N, d1, ...), got "
+                         f"{shape}")
     if kind in _LOSS_KINDS and shape[1] < 2:
-        raise ValueError(f"x_shape for {kind!r} needs at least 2 classes, got {shape}")
+        raise ValueError(f"check_layer: x_shape for {kind!r} must have at least 2 classes, "
+                         f"got {shape}")
     return shape
 
 
 def _real(value, name: str, low: float, high: float, closed_low: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
-            value) or not ((low <= value) if closed_low else (low < value)) or not (
-            value < high):
-        lo = "[" if closed_low else "("
-        raise ValueError(f"{name} must be a number in {lo}{low:g}, {high:g}), got {value!r}")
-    return float(value)
+    return _v.real(value, name, where="check_layer", low=low,
+                   high=None if high == math.inf else high, low_open=not closed_low,
+                   high_open=True)
 
 
 def _options(kind: str, conv: Convention, options: dict) -> dict:
     allowed = _OPTIONS[kind]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for kind {kind!r}; it takes "
+        raise ValueError(f"check_layer: unknown option(s) {unknown} for kind {kind!r}; it takes "
                          f"{list(allowed)}")
     opts = {}
     if "x_shape" in options:
         opts["x_shape"] = _shape_option(options["x_shape"], kind, conv)
     if "n_out" in options:
-        n = options["n_out"]
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n_out must be a positive integer, got {n!r}")
-        opts["n_out"] = int(n)
+        opts["n_out"] = _v.positive_int(options["n_out"], "n_out", where="check_layer")
     if "eps" in options:
         opts["eps"] = _real(options["eps"], "eps", 0.0, math.inf, closed_low=False)
     if "momentum" in options:
@@ -881,8 +880,7 @@ def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = Non
       ValueError: an unknown kind or option, a bad option value, a negative tolerance.
       TypeError: forward or backward not callable (backward given for a loss kind).
     """
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
+    _v.one_of(kind, "kind", KINDS, where="check_layer")
     if not callable(forward):
         raise TypeError(f"forward must be callable, got {type(forward).__name__}")
     if kind in _LOSS_KINDS:
@@ -893,9 +891,9 @@ def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = Non
         raise TypeError(f"backward must be callable for kind {kind!r}, got "
                         f"{type(backward).__name__}")
     conv = resolve(convention)
-    rtol, atol = tolerance(rtol, "rtol"), tolerance(atol, "atol")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rtol = _v.nonneg_real(rtol, "rtol", where="check_layer")
+    atol = _v.nonneg_real(atol, "atol", where="check_layer")
+    seed = _v.integer(seed, "seed", where="check_layer", low=0)
     opts = _options(kind, conv, options)
     case = _case(kind, conv, int(seed), opts)
     cand, ref = {}, dict(case.ref)

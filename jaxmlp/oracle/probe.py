@@ -48,7 +48,8 @@ import numpy as np
 from jaxmlp.oracle.conventions import base_loss, resolve
 from jaxmlp.oracle.reference import (_check_l2, _check_n_train, _check_names,
                                       reference_gradients)
-from jaxmlp.oracle.report import OracleReport, tolerance
+from jaxmlp import _validate as _v
+from jaxmlp.oracle.report import OracleReport
 from jaxmlp.oracle.rules import compare, gradients_from
 
 __all__ = ["probe", "ProbeReport", "ProbeResult", "L2_NAMES"]
@@ -132,18 +133,6 @@ class ProbeReport(NamedTuple):
 
 
 # --------------------------------------------------------------------------- validation
-
-def _positive_ints(value, name: str) -> tuple:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or not value:
-        raise TypeError(f"{name} must be a non-empty tuple of positive integers, "
-                        f"got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must hold positive integers, got {v!r} in {value!r}")
-    return tuple(sorted(set(int(v) for v in value)))
-
 
 def _activations(activations) -> list:
     """[(jaxmlp name, the value passed to fn)]."""
@@ -307,13 +296,13 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
     conv = resolve(convention)
     _check_names("relu", output, loss)
     pairs = _activations(activations)
-    depths = _positive_ints(depths, "depths")
-    batch_sizes = _positive_ints(batch_sizes, "batch_sizes")
-    l2 = _check_l2(l2)
-    n_train = _check_n_train(n_train, None)
-    rtol, atol = tolerance(rtol, "rtol"), tolerance(atol, "atol")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    depths = _v.positive_ints(depths, "depths", where="probe")
+    batch_sizes = _v.positive_ints(batch_sizes, "batch_sizes", where="probe")
+    l2 = _check_l2(l2, "probe")
+    n_train = _check_n_train(n_train, None, "probe")
+    rtol = _v.nonneg_real(rtol, "rtol", where="probe")
+    atol = _v.nonneg_real(atol, "atol", where="probe")
+    seed = _v.integer(seed, "seed", where="probe")
     names, var_kw = _parameters(fn)
     takes_activation = "activation" in names
     kw_l2 = {}

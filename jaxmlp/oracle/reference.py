@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
 from jaxmlp import activations as _act
 from jaxmlp.oracle.report import real_array
 from jaxmlp.backprop import backprop as _backprop
@@ -218,22 +217,18 @@ def _check_y(y, K: int, m: int, layout: str, loss: str) -> np.ndarray:
     return yb
 
 
-def _check_l2(l2) -> float:
-    if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not (
-            math.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be a finite number >= 0 (the L2 strength as your code "
-                         f"writes it: λ, reg, lambd, alpha), got {l2!r}")
-    return float(l2)
+def _check_l2(l2, where: str) -> float:
+    return _v.real(l2, "l2", where=where, low=0.0,
+                   expected="a finite number >= 0 (the L2 strength as your code writes it: "
+                            "λ, reg, lambd, alpha)")
 
 
-def _check_n_train(n_train, m: Optional[int]) -> Optional[int]:
-    """n_train (default m) as a positive int; ValueError naming it otherwise."""
+def _check_n_train(n_train, m: Optional[int], where: str) -> Optional[int]:
+    """n_train (default m) as a positive int (the training-set size n of an L2 penalty
+    λ/(2n)ΣW²); TypeError or ValueError naming it otherwise."""
     if n_train is None:
         return m
-    if isinstance(n_train, bool) or not isinstance(n_train, numbers.Integral) or n_train < 1:
-        raise ValueError(f"n_train must be a positive integer (the training-set size n of "
-                         f"an L2 penalty λ/(2n)ΣW²), got {n_train!r}")
-    return int(n_train)
+    return _v.positive_int(n_train, "n_train", where=where)
 
 
 # --------------------------------------------------------------------------- reference
@@ -345,7 +340,7 @@ def reference_gradients(weights, biases, x=_UNSET, y=_UNSET, *, activation, outp
         container = _containers.Container("lists")
     data_layout = "batch_first" if conv.data == "batch_first" else "features_first"
     activation = _check_names(activation, output, loss)
-    l2 = _check_l2(l2)
+    l2 = _check_l2(l2, "reference_gradients")
     Ws, bs, sizes = _check_weights(weights, biases, conv)
     model = MLP(sizes, activation=activation, output=output, loss=base_loss(loss))
     xb = _check_x(x, sizes[0], data_layout)
@@ -364,7 +359,7 @@ def reference_gradients(weights, biases, x=_UNSET, y=_UNSET, *, activation, outp
         zs = [f64(z) for z in zs]
         acts = [f64(a) for a in acts]
     s = conv.scale(loss, m, K)
-    n_train = _check_n_train(n_train, m)
+    n_train = _check_n_train(n_train, m, "reference_gradients")
     c = conv.l2_coef(l2, m, n_train)
     data_dW = [s * g for g in data_dW]
     deltas = [s * d for d in base_deltas]

@@ -7,7 +7,6 @@ max |c − r| and the normwise max |c − r| / max |r|.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -146,14 +145,6 @@ def real_array(value, name: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     return arr
-
-
-def tolerance(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
 
 
 class Measure(NamedTuple):

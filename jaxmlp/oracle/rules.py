@@ -48,11 +48,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
 from jaxmlp import activations as _act
 from jaxmlp.oracle.containers import check_numbered
 from jaxmlp.oracle.conventions import CONVENTIONS, FIELDS, Convention
-from jaxmlp.oracle.report import (Entry, OracleReport, measure, real_array, summary, sup,
-                                  tolerance)
+from jaxmlp.oracle.report import Entry, OracleReport, measure, real_array, summary, sup
 
 __all__ = ["compare", "gradients_from", "Rule", "RULES", "Context"]
 
@@ -1106,7 +1106,8 @@ def compare(candidate, reference, *, rtol: float = 1e-6, atol: float = 1e-9) -> 
         dict, missing keys, list lengths that differ from the number of layers,
         non-numeric arrays), or a negative tolerance.
     """
-    rtol, atol = tolerance(rtol, "rtol"), tolerance(atol, "atol")
+    rtol = _v.nonneg_real(rtol, "rtol", where="compare")
+    atol = _v.nonneg_real(atol, "atol", where="compare")
     ref = _Ref(reference)
     if isinstance(candidate, Mapping) and ("dW" in candidate) != ("db" in candidate):
         missing = "db" if "dW" in candidate else "dW"
