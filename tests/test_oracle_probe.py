@@ -320,3 +320,126 @@ def test_cli_npz_junit_is_valid_xml(tmp_path, capsys):
     assert [c.get("name") for c in cases] == ["layer 1", "layer 0", "loss"]
     assert cases[0].find("failure") is not None and cases[2].find("failure") is None
     assert not math.isnan(float(ET.parse(junit).getroot().get("failures")))
+
+
+# --------------------------------------------------------------------------- depth, time limits, layers
+
+def test_probe_finds_a_bug_that_only_shows_at_depth_three():
+    """f′ applied only in the first step of the recursion: right with one or two layers
+    (one hidden layer, one step), wrong from three."""
+    text = source().replace("delta = (delta @ weights[l]) * df(zs[l - 1])",
+                            "delta = (delta @ weights[l]) * (df(zs[l - 1]) "
+                            "if l == len(weights) - 1 else 1.0)")
+    assert text != source()
+    namespace = {}
+    exec(compile(text, "<deep bug>", "exec"), namespace)
+    fn = namespace["forward_backward"]
+    shallow = oracle.probe(fn, **PROBE, depths=(1, 2))
+    assert shallow.ok, str(shallow)
+    rep = oracle.probe(fn, **PROBE, depths=(1, 2, 3))
+    assert not rep.ok and rep.failing.depth == 3, str(rep)
+    assert "missing the activation derivative" in str(rep)
+
+
+def _endless_when_deep(weights, biases, x, y):
+    """Right for one layer; never returns for two or more."""
+    while len(weights) > 1:
+        pass
+    z = x @ weights[0].T + biases[0]
+    d = 2 * (z - y) / y.size
+    return {"dW": [d.T @ x], "db": [d.sum(axis=0)]}
+
+
+def test_probe_time_limit_fails_the_configuration_and_skips_the_rest():
+    import time
+    start = time.perf_counter()
+    rep = oracle.probe(_endless_when_deep, output="identity", loss="mse", depths=(1, 2, 3),
+                       batch_sizes=(1, 4), timeout=0.3)
+    assert time.perf_counter() - start < 5
+    assert not rep.ok
+    errors = [r.error for r in rep.results]
+    assert all(e is None for r, e in zip(rep.results, errors) if r.depth == 1)
+    timed = [e for e in errors if e and e.startswith("TimeLimitExceeded")]
+    assert len(timed) == 1 and "time limit of 0.3 s" in timed[0]
+    assert all(e.startswith("not run: an earlier configuration") for e in errors
+               if e and e not in timed)
+    assert rep.failing.depth == 2 and "TimeLimitExceeded" in str(rep)
+
+
+def test_probe_timeout_is_validated():
+    with pytest.raises(ValueError, match="probe: timeout must be"):
+        oracle.probe(_endless_when_deep, output="identity", loss="mse", timeout=-1)
+    with pytest.raises(TypeError, match="probe: timeout must be"):
+        oracle.probe(_endless_when_deep, output="identity", loss="mse", timeout="10")
+
+
+ENDLESS = textwrap.dedent('''
+    def forward_backward(weights, biases, x, y):
+        while True:
+            pass
+''')
+
+
+def test_cli_target_that_never_returns_is_stopped_by_the_time_limit(tmp_path, capsys):
+    import time
+    path = _write(tmp_path, "endless.py", ENDLESS)
+    junit = tmp_path / "r.xml"
+    start = time.perf_counter()
+    code, out, err = _run(capsys, f"{path}:forward_backward", "--output", "identity",
+                          "--loss", "mse", "--timeout", "0.3", "--junit", junit, *FAST)
+    assert time.perf_counter() - start < 10
+    assert code == 1, out + err
+    assert "time limit of 0.3 s" in out
+    # the student's code did not finish: an <error> case per configuration
+    errors = [c.find("error") for c in ET.parse(junit).getroot().iter("testcase")]
+    assert errors and all(e is not None for e in errors)
+    assert "time limit of 0.3 s" in errors[0].get("message")
+    assert all("not run: an earlier configuration" in e.get("message") for e in errors[1:])
+
+
+LAYERS = textwrap.dedent('''
+    import numpy as np
+
+    def affine_forward(x, w, b):
+        out = x.reshape(x.shape[0], -1) @ w + b
+        return out, (x, w, b)
+
+    def affine_backward(dout, cache):
+        x, w, b = cache
+        dx = (dout @ w.T).reshape(x.shape)
+        dw = x.reshape(x.shape[0], -1).T @ dout
+        db = DB
+        return dx, dw, db
+
+    def relu_forward(x):
+        return np.maximum(0, x), x
+
+    def relu_backward(dout, cache):
+        while True:
+            pass
+''')
+
+
+def test_cli_layer_target_exit_codes_json_and_junit(tmp_path, capsys):
+    good = _write(tmp_path, "good_layers.py", LAYERS.replace("DB", "dout.sum(axis=0)"))
+    code, out, err = _run(capsys, f"{good}:affine_forward,affine_backward", "--layer",
+                          "affine", "--convention", "cs231n", "--json")
+    assert code == 0, out + err
+    d = json.loads(out)
+    assert d["ok"] and d["kind"] == "affine"
+
+    bad = _write(tmp_path, "bad_layers.py", LAYERS.replace("DB", "dout.mean(axis=0)"))
+    junit = tmp_path / "layer.xml"
+    code, out, err = _run(capsys, f"{bad}:affine_forward,affine_backward", "--layer",
+                          "affine", "--convention", "cs231n", "--junit", junit)
+    assert code == 1 and "mean over the batch" in out, out
+    cases = ET.parse(junit).getroot().find("testsuite").findall("testcase")
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == ["affine: db"], failed
+
+    code, out, err = _run(capsys, f"{bad}:relu_forward,relu_backward", "--layer", "relu",
+                          "--timeout", "0.3")
+    assert code == 1 and "time limit of 0.3 s" in out, out + err
+
+    code, out, err = _run(capsys, f"{bad}:affine_forward", "--layer", "affine")
+    assert code == 2 and "FORWARD,BACKWARD" in err, out + err

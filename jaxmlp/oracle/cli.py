@@ -41,12 +41,10 @@ from jaxmlp import checkpoint as _ck
 from jaxmlp._validate import regular_file
 from jaxmlp.oracle import junit as _junit
 from jaxmlp.oracle.conventions import CONVENTIONS
+from jaxmlp.oracle.layers import KINDS as LAYER_KINDS   # the kinds --layer takes
 from jaxmlp.oracle.reference import LAYOUTS, reference_gradients
 from jaxmlp.oracle.rules import compare
 
-#: The layer kinds `--layer` (and `check_layer`) take.
-LAYER_KINDS = ("affine", "relu", "sigmoid", "tanh", "softmax_loss", "svm_loss", "batchnorm",
-               "layernorm", "dropout")
 
 __all__ = ["add_check_arguments", "run_check", "main"]
 
@@ -100,6 +98,10 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--seed", type=int, default=0, help="Python target: the seed")
     parser.add_argument("--rtol", type=float, default=1e-6, help="default 1e-6")
     parser.add_argument("--atol", type=float, default=1e-9, help="default 1e-9")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="Python target: the time one configuration (or one layer "
+                             "check) may take before it fails, so that code that never "
+                             "returns does not hang the grader (default 10; 0: no limit)")
     parser.add_argument("--json", action="store_true",
                         help="print the report as one JSON object instead of a table")
     parser.add_argument("--junit", default=None, metavar="FILE",
@@ -320,6 +322,14 @@ def _need(args, *flags):
             raise _InputError(f"--{flag} is required for this target")
 
 
+def _timeout(args):
+    """--timeout in seconds, None for 0 (no limit)."""
+    t = args.timeout
+    if not (isinstance(t, float) and math.isfinite(t) and t >= 0):
+        raise _InputError(f"--timeout must be a number of seconds >= 0 (0: no limit), got {t}")
+    return t or None
+
+
 def _check_python(args, where: str, names: list):
     """(ok, text, json dict, junit cases) of probing / layer-checking a Python target."""
     conv = _convention(args)
@@ -337,7 +347,7 @@ def _check_python(args, where: str, names: list):
                               f"function(s) {names}")
         report = check_layer(args.layer, fns[0], None if loss_kind else fns[1],
                              convention=conv, rtol=args.rtol, atol=args.atol,
-                             seed=args.seed)
+                             seed=args.seed, timeout=_timeout(args))
         return report.ok, str(report), report.to_dict(), _junit.cases_from_layer(report)
     if len(fns) != 1:
         raise _InputError(f"a whole-network target is one function FILE.py:FUNC, got "
@@ -350,7 +360,7 @@ def _check_python(args, where: str, names: list):
     report = probe(fn, output=args.output, loss=args.loss, activations=acts,
                    convention=conv, depths=_int_list(args.depths, "--depths"),
                    batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"), l2=args.l2,
-                   seed=args.seed, rtol=args.rtol, atol=args.atol)
+                   seed=args.seed, rtol=args.rtol, atol=args.atol, timeout=_timeout(args))
     errors = [r.error for r in report.results if r.error is not None]
     if errors and len(errors) == len(report.results) and errors[0].startswith("TypeError"):
         # never once callable as fn(weights, biases, x, y, **kw): the wrong function

@@ -87,6 +87,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from jaxmlp.oracle.conventions import Convention, resolve
+from jaxmlp.oracle.limits import TimeLimitExceeded, time_limit
 from jaxmlp import _validate as _v
 from jaxmlp.oracle.report import Entry, measure
 
@@ -851,9 +852,36 @@ _LAYOUT_TEXT = {
 }
 
 
+def _run_user(kind, forward, backward, case, cand, ref, grads) -> None:
+    """Calls your functions on the case, filling `cand` (and dropout's `ref`); _UserError
+    when one raises or returns the wrong structure."""
+    if kind in _LOSS_KINDS:
+        x, y = case.args
+        loss, dx = _pair(_call(forward, "forward", (x, y)), "forward", "(loss, dx)")
+        cand["loss"], cand["dx"] = _as_array(loss, "loss"), _as_array(dx, "dx")
+        if kind == "softmax_loss":
+            loss, dx = _pair(_call(forward, "forward at x + 1000", (x + _SHIFT, y)),
+                             "forward", "(loss, dx)")
+            cand["loss_shifted"] = _as_array(loss, "loss at x + 1000")
+            cand["dx_shifted"] = _as_array(dx, "dx at x + 1000")
+    else:
+        out, cache = _pair(_call(forward, "forward", case.args), "forward",
+                           "(out, cache)")
+        cand["out"] = _as_array(out, "out")
+        if kind == "dropout":
+            _dropout_reference(case, cand["out"], cache, ref)
+            test = dict(case.args[1], mode="test")
+            out_t, _ = _pair(_call(forward, "forward in test mode", (case.args[0], test)),
+                             "forward", "(out, cache)")
+            cand["out_test"] = _as_array(out_t, "out in test mode")
+        result = _call(backward, "backward", (case.dout, cache))
+        for q, v in zip(grads, _grads(result, grads, "backward")):
+            cand[q] = _as_array(v, q)
+
+
 def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = None, *,
                 convention="jaxmlp", rtol: float = 1e-6, atol: float = 1e-9, seed: int = 0,
-                **options) -> LayerReport:
+                timeout: Optional[float] = None, **options) -> LayerReport:
     """Checks one CS231n-style layer's forward and backward and names the likely mistake.
 
     Args:
@@ -868,8 +896,11 @@ def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = Non
       rtol, atol: an array matches iff the shapes are equal and every element has
         |c − r| ≤ atol + rtol·|r|; float32 code needs about rtol=1e-4, atol=1e-6.
       seed: seeds the generated inputs (and dropout_param["seed"]).
+      timeout: seconds your functions may run in all (None: no limit); past it the report
+        has status "error" and says so (see `jaxmlp.oracle.limits`: main thread, POSIX).
       **options: x_shape (the input's shape, in your layout), n_out (affine), eps
-        (batchnorm, layernorm), momentum (batchnorm), p (dropout's keep probability).
+        (batchnorm, layernorm), momentum (batchnorm), p (dropout's keep probability),
+        alpha (leaky_relu's negative slope).
 
     Returns:
       A `LayerReport` (`.ok`, `.status`, `.entries`, `.diagnosis`, `str()` a table).
@@ -894,34 +925,18 @@ def check_layer(kind: str, forward: Callable, backward: Optional[Callable] = Non
     rtol = _v.nonneg_real(rtol, "rtol", where="check_layer")
     atol = _v.nonneg_real(atol, "atol", where="check_layer")
     seed = _v.integer(seed, "seed", where="check_layer", low=0)
+    if timeout is not None:
+        timeout = _v.positive_real(timeout, "timeout", where="check_layer")
     opts = _options(kind, conv, options)
     case = _case(kind, conv, int(seed), opts)
     cand, ref = {}, dict(case.ref)
     grads = _GRADS.get(kind, ("dx",))
     error = None
     try:
-        if kind in _LOSS_KINDS:
-            x, y = case.args
-            loss, dx = _pair(_call(forward, "forward", (x, y)), "forward", "(loss, dx)")
-            cand["loss"], cand["dx"] = _as_array(loss, "loss"), _as_array(dx, "dx")
-            if kind == "softmax_loss":
-                loss, dx = _pair(_call(forward, "forward at x + 1000", (x + _SHIFT, y)),
-                                 "forward", "(loss, dx)")
-                cand["loss_shifted"] = _as_array(loss, "loss at x + 1000")
-                cand["dx_shifted"] = _as_array(dx, "dx at x + 1000")
-        else:
-            out, cache = _pair(_call(forward, "forward", case.args), "forward",
-                               "(out, cache)")
-            cand["out"] = _as_array(out, "out")
-            if kind == "dropout":
-                _dropout_reference(case, cand["out"], cache, ref)
-                test = dict(case.args[1], mode="test")
-                out_t, _ = _pair(_call(forward, "forward in test mode", (case.args[0], test)),
-                                 "forward", "(out, cache)")
-                cand["out_test"] = _as_array(out_t, "out in test mode")
-            result = _call(backward, "backward", (case.dout, cache))
-            for q, v in zip(grads, _grads(result, grads, "backward")):
-                cand[q] = _as_array(v, q)
+        with time_limit(timeout, f"the {kind} layer's functions"):
+            _run_user(kind, forward, backward, case, cand, ref, grads)
+    except TimeLimitExceeded as e:
+        error = str(e)
     except _UserError as e:
         error = str(e) + _hint(kind, conv, case)
 

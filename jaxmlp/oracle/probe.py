@@ -46,6 +46,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from jaxmlp.oracle.conventions import base_loss, resolve
+from jaxmlp.oracle.limits import TimeLimitExceeded, time_limit
 from jaxmlp.oracle.reference import (_check_l2, _check_n_train, _check_names,
                                       reference_gradients)
 from jaxmlp import _validate as _v
@@ -255,7 +256,7 @@ def _call(fn, conv, weights, biases, X, Y, kw):
 def probe(fn: Callable, *, output: str, loss: str, activations="relu", convention="jaxmlp",
           depths=(1, 2, 3), batch_sizes=(1, 7, 64), l2: float = 0.0, seed: int = 0,
           rtol: float = 1e-6, atol: float = 1e-9, saturate: bool = True,
-          n_train=None) -> ProbeReport:
+          n_train=None, timeout: Optional[float] = None) -> ProbeReport:
     """Runs your forward/backward `fn` on generated networks and checks every result.
 
     Args:
@@ -278,6 +279,10 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
       n_train: the n of an L2 penalty λ/(2n)ΣW² (l2="half_m") when your `fn` divides by a
         training-set size n of its own rather than the batch size (as for
         `reference_gradients`); default each configuration's m.
+      timeout: seconds one configuration's calls of `fn` may run (None: no limit).  A
+        configuration past it fails with a TimeLimitExceeded error, and the ones after it
+        are not run (each would wait as long): they fail as "not run".  See
+        `jaxmlp.oracle.limits` (POSIX, main thread).
 
     Returns:
       A `ProbeReport`: `.ok` (every configuration matched), `.results` (one
@@ -303,6 +308,8 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
     rtol = _v.nonneg_real(rtol, "rtol", where="probe")
     atol = _v.nonneg_real(atol, "atol", where="probe")
     seed = _v.integer(seed, "seed", where="probe")
+    if timeout is not None:
+        timeout = _v.positive_real(timeout, "timeout", where="probe")
     names, var_kw = _parameters(fn)
     takes_activation = "activation" in names
     kw_l2 = {}
@@ -325,10 +332,14 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
             for jm_name, user_name in acts:
                 configs.append((depth, m, jm_name, user_name, True))
 
-    results = []
+    results, timed_out = [], None
     for i, (depth, m, jm_name, user_name, saturated) in enumerate(configs):
         rng = np.random.default_rng([seed, i])
         sizes = _sizes(depth, K, batch_sizes)
+        if timed_out is not None:
+            results.append(ProbeResult(depth, m, jm_name if depth > 1 else None, sizes,
+                                       saturated, None, f"not run: {timed_out}"))
+            continue
         W, b, x, y, labels = _problem(sizes, m, output, base_loss(loss), rng, saturated)
         weights, biases, X, Y = _in_layout(conv, W, b, x, y, labels)
         ref = reference_gradients(weights, biases, X, Y, activation=jm_name, output=output,
@@ -347,9 +358,16 @@ def probe(fn: Callable, *, output: str, loss: str, activations="relu", conventio
             kw["activation"] = user_name
         act = jm_name if depth > 1 else None
         try:
-            cand = _call(fn, conv, [w.copy() for w in weights], [v.copy() for v in biases],
-                         X.copy(), Y.copy(), kw)
+            with time_limit(timeout, _name(fn)):
+                cand = _call(fn, conv, [w.copy() for w in weights],
+                             [v.copy() for v in biases], X.copy(), Y.copy(), kw)
             report = compare(cand, ref, rtol=rtol, atol=atol)
+        except TimeLimitExceeded as e:
+            timed_out = (f"an earlier configuration (depth {depth}, batch size {m}) ran past "
+                         f"the time limit of {timeout:g} s")
+            results.append(ProbeResult(depth, m, act, sizes, saturated, None,
+                                       f"{type(e).__name__}: {e}"))
+            continue
         except Exception as e:  # the user's code: report it, do not crash
             results.append(ProbeResult(depth, m, act, sizes, saturated, None,
                                        f"{type(e).__name__}: {e}"))
