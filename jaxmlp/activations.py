@@ -54,6 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erfc
 
+from jaxmlp import _validate as _v
+
 Array = jax.Array
 
 LEAKY_SLOPE = 0.01
@@ -210,19 +212,21 @@ _REGISTRY: dict = {}
 _CHECKED: dict = {}
 
 
-def get(name: str) -> Activation:
+def get(name: str, *, where: str = "get") -> Activation:
     """The `Activation` called `name`, built-in or registered; ValueError naming the
-    choices otherwise."""
-    if isinstance(name, str):
-        act = ACTIVATIONS.get(name, _REGISTRY.get(name))
-        if act is not None:
-            return act
-    raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-                     + (f" or a registered one {sorted(_REGISTRY)}" if _REGISTRY else
-                        " (or register your own with jaxmlp.activations.register)"))
+    choices otherwise (TypeError for a `name` that is not a str)."""
+    expected = (f"one of {sorted(ACTIVATIONS)}"
+                + (f" or a registered one {sorted(_REGISTRY)}" if _REGISTRY else
+                   " (or a name registered with jaxmlp.activations.register)"))
+    if not isinstance(name, str):
+        raise TypeError(f"{where}: name must be {expected}, got {name!r}")
+    act = ACTIVATIONS.get(name, _REGISTRY.get(name))
+    if act is None:
+        raise ValueError(f"{where}: name must be {expected}, got {name!r}")
+    return act
 
 
-def resolve(spec) -> Activation:
+def resolve(spec, *, where: str = "resolve") -> Activation:
     """The `Activation` that `spec` stands for: a name (built-in or registered) or an
     `Activation` that jaxmlp checked (a built-in, or one `custom`/`register` returned).
 
@@ -233,10 +237,10 @@ def resolve(spec) -> Activation:
                 or spec in _CHECKED):
             return spec
         raise ValueError(
-            f"Activation {spec.name!r} was not built by jaxmlp.activations.custom or "
+            f"{where}: Activation {spec.name!r} was not built by jaxmlp.activations.custom or "
             f"register, so its df was never checked against jax.grad(f): build it with "
             f"jaxmlp.activations.custom({spec.name!r}, f, df)")
-    return get(spec)
+    return get(spec, where=where)
 
 
 def is_named(act: Activation) -> bool:
@@ -290,13 +294,13 @@ def custom(name: str, f: Callable, df: Callable, *, relu_like: Optional[bool] = 
         docstring), jax.grad(f) failing or not finite; f or df turning float32 into
         another dtype.
     """
-    _check_name(name)
+    _check_name(name, "custom")
     if name in _REGISTRY:
         raise ValueError(
-            f"activation {name!r} is already registered; pick another name, or replace "
-            f"the registered one with jaxmlp.activations.register({name!r}, f, df, "
-            f"overwrite=True)")
-    return _build(name, f, df, relu_like)
+            f"custom: name must not be a registered name, got {name!r}: activation {name!r} "
+            f"is already registered; pick another name, or replace the registered one with "
+            f"jaxmlp.activations.register({name!r}, f, df, overwrite=True)")
+    return _build(name, f, df, relu_like, "custom")
 
 
 def register(name: str, f: Callable, df: Callable, *, overwrite: bool = False,
@@ -316,24 +320,31 @@ def register(name: str, f: Callable, df: Callable, *, overwrite: bool = False,
         name already registered unless `overwrite`.
       TypeError: as `custom`.
     """
-    _check_name(name)
+    _check_name(name, "register")
+    overwrite = _v.flag(overwrite, "overwrite", where="register")
     if name in _REGISTRY and not overwrite:
         raise ValueError(
-            f"activation {name!r} is already registered; pass overwrite=True to replace "
-            f"it, or call jaxmlp.activations.unregister({name!r}) first")
-    act = _build(name, f, df, relu_like)
+            f"register: name must not be a registered name unless overwrite=True, got "
+            f"{name!r}: activation {name!r} is already registered; pass overwrite=True to "
+            f"replace it, or call jaxmlp.activations.unregister({name!r}) first")
+    act = _build(name, f, df, relu_like, "register")
     _REGISTRY[name] = act
     return act
 
 
 def unregister(name: str) -> Activation:
     """Removes `name` from the registry and returns its `Activation` (models built with
-    it keep working). ValueError for a built-in or an unregistered name."""
-    if isinstance(name, str) and name in ACTIVATIONS:
-        raise ValueError(f"{name!r} is a built-in activation and cannot be unregistered")
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"no activation {name!r} is registered; registered: "
-                         f"{sorted(_REGISTRY)}")
+    it keep working). ValueError for a built-in or an unregistered name, TypeError for a
+    name that is not a str."""
+    expected = f"a registered name {sorted(_REGISTRY)}"
+    if not isinstance(name, str):
+        raise TypeError(f"unregister: name must be {expected}, got {name!r}")
+    if name in ACTIVATIONS:
+        raise ValueError(f"unregister: name must be {expected}, got {name!r}: {name!r} is a "
+                         f"built-in activation and cannot be unregistered")
+    if name not in _REGISTRY:
+        raise ValueError(f"unregister: name must be {expected}, got {name!r}: no activation "
+                         f"{name!r} is registered")
     return _REGISTRY.pop(name)
 
 
@@ -352,24 +363,25 @@ def fingerprint(act: Activation) -> dict:
     return fp
 
 
-def _check_name(name) -> str:
+def _check_name(name, where: str) -> str:
+    expected = "a non-empty Python identifier (letters, digits and underscores)"
     if not isinstance(name, str):
-        raise TypeError(f"an activation name must be a str, got {type(name).__name__}")
+        raise TypeError(f"{where}: name must be a str, {expected}, got {name!r}")
     if not name.isidentifier() or keyword.iskeyword(name):
-        raise ValueError(f"an activation name must be a non-empty Python identifier "
-                         f"(letters, digits and underscores), got {name!r}")
+        raise ValueError(f"{where}: name must be {expected}, got {name!r}")
     if name in ACTIVATIONS:
-        raise ValueError(f"{name!r} is a built-in activation and cannot be replaced; pick "
-                         f"another name")
+        raise ValueError(f"{where}: name must not be a built-in name, got {name!r}: {name!r} "
+                         f"is a built-in activation and cannot be replaced; pick another name")
     return name
 
 
-def _arity(df) -> int:
+def _arity(df, where: str) -> int:
     """1 for df(z), 2 for df(z, a), judged by df's positional parameters."""
     try:
         sig = inspect.signature(df)
     except (TypeError, ValueError):
-        raise TypeError(f"cannot read the signature of df={df!r}: pass a Python function, "
+        raise TypeError(f"{where}: df must be a Python function whose signature can be read, "
+                        f"got {df!r}: pass a Python function, "
                         f"e.g. lambda z, a: ... or lambda z: ...") from None
     params = list(sig.parameters.values())
     if any(p.kind is p.VAR_POSITIONAL for p in params):
@@ -380,7 +392,8 @@ def _arity(df) -> int:
         return 2
     if len(positional) == 1:
         return 1
-    raise TypeError(f"df must take (z, a) or (z), got a function with signature {sig}")
+    raise TypeError(f"{where}: df must take (z, a) or (z), got a function with signature "
+                    f"{sig}")
 
 
 def _from_z(df1):
@@ -390,13 +403,15 @@ def _from_z(df1):
     return df
 
 
-def _build(name, f, df, relu_like) -> Activation:
+def _build(name, f, df, relu_like, where: str) -> Activation:
     if not callable(f):
-        raise TypeError(f"f must be callable (z -> a), got {type(f).__name__}")
+        raise TypeError(f"{where}: f must be callable (z -> a), got {type(f).__name__}")
     if not callable(df):
-        raise TypeError(f"df must be callable ((z, a) -> f′(z), or z -> f′(z)), got "
+        raise TypeError(f"{where}: df must be callable ((z, a) -> f′(z), or z -> f′(z)), got "
                         f"{type(df).__name__}")
-    if _arity(df) == 1:
+    if relu_like is not None:
+        relu_like = _v.flag(relu_like, "relu_like", where=where)
+    if _arity(df, where) == 1:
         df = _from_z(df)
     with jax.enable_x64(True), np.errstate(all="ignore"):
         fp, guess = _check(name, f, df)

@@ -112,7 +112,8 @@ def backprop(model: MLP, params, x, y, *, key: Optional[Array] = None, state=Non
     Returns:
       `Backprop(loss, grads, deltas, state)`.
     """
-    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
+                             where="backprop")
     return _backprop_jit(model, params, x, y, key, state)
 
 
@@ -121,5 +122,6 @@ def value_and_grad(model: MLP, params, x, y, *, key: Optional[Array] = None, sta
     `jax.value_and_grad(functools.partial(jaxmlp.loss, model))(params, x, y, key=…, state=…)`.
 
     Shapes as in `backprop`; grads has the pytree structure of params."""
-    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
+                             where="value_and_grad")
     return _value_and_grad_jit(model, params, x, y, key, state)

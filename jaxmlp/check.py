@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
 from jaxmlp.backprop import _value_and_grad_jit
 from jaxmlp.losses import _loss_impl, _loss_jit, check_inputs
 from jaxmlp.model import MLP
@@ -172,14 +173,15 @@ def check_gradients(model: MLP, params, x, y, *, key=None, state=None,
     Returns:
       A `GradientReport`: `.ok`, per-leaf errors, and a readable table via `str()`.
     """
-    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
+                             where="check_gradients")
     d_rtol, d_atol, d_fd = default_tolerances(params[0]["W"].dtype)
-    rtol = d_rtol if rtol is None else float(rtol)
-    atol = d_atol if atol is None else float(atol)
-    fd_rtol = d_fd if fd_rtol is None else float(fd_rtol)
-    for name, value in (("rtol", rtol), ("atol", atol), ("fd_rtol", fd_rtol)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+    rtol = d_rtol if rtol is None else _v.nonneg_real(rtol, "rtol", where="check_gradients")
+    atol = d_atol if atol is None else _v.nonneg_real(atol, "atol", where="check_gradients")
+    fd_rtol = (d_fd if fd_rtol is None
+               else _v.nonneg_real(fd_rtol, "fd_rtol", where="check_gradients"))
+    _v.flag(finite_differences, "finite_differences", where="check_gradients")
+    seed = _v.integer(seed, "seed", where="check_gradients", low=0)
 
     L_m, g_m = _value_and_grad_jit(model, params, x, y, key, state)
     L_a, g_a = _autodiff_value_and_grad(model, params, x, y, key, state)

@@ -82,7 +82,6 @@ import hashlib
 import io
 import json
 import math
-import numbers
 import operator
 import os
 import re
@@ -98,6 +97,7 @@ import numpy as np
 
 from jaxmlp import activations as _act
 from jaxmlp import optim as _optim
+from jaxmlp import _validate as _v
 from jaxmlp._validate import regular_file
 from jaxmlp.model import MLP, _check_state, check_params
 
@@ -175,36 +175,32 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
       `path`, as a string.
 
     Raises:
-      ValueError: a bad `step` or `extra`, params/state that do not match `model`, or a
-        model with two different custom activations of the same name.
-      TypeError: a leaf that is not an array, a dict key that is not a string, or a
-        node type outside the whitelist (a custom class, a foreign NamedTuple).
+      ValueError: a negative `step`, a NaN or infinity in `extra`, params/state that do
+        not match `model`, or a model with two different custom activations of the same
+        name.
+      TypeError: a `step` that is not an int, `params` None, an `extra` that is not a
+        dict of plain JSON values, a leaf that is not an array, a dict key that is not a
+        string, or a node type outside the whitelist (a custom class, a foreign
+        NamedTuple).
     """
     path = os.fspath(path)
-    if model is not None and not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP or None, got {type(model).__name__}")
+    _check_model_arg(model, "save")
     if params is None:
-        raise ValueError("params must be a params pytree, got None")
-    if isinstance(step, bool):
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
-    try:
-        step = operator.index(step)
-    except TypeError:
-        raise ValueError(f"step must be an int >= 0, got {step!r}") from None
-    if step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step}")
+        raise TypeError("save: params must be a params pytree, got None")
+    step = _check_step(step, "save")
     if extra is not None:
         if not isinstance(extra, dict):
-            raise ValueError(f"extra must be a dict (a JSON object), got {type(extra).__name__}")
+            raise TypeError(f"save: extra must be a dict (a JSON object), got "
+                            f"{type(extra).__name__}")
         _check_json(extra, "extra")
     if model is not None:
-        check_params(model, params)
+        check_params(model, params, where="save")
         if state is not None:
             if model.norm != "batch":
                 raise ValueError(
-                    f"state is only for models with norm='batch'; this model has "
+                    f"save: state is only for models with norm='batch'; this model has "
                     f"norm={model.norm!r}")
-            _check_state(model, state)
+            _check_state(model, state, where="save")
 
     arrays = {}     # name -> little-endian C-order numpy array, in manifest order
     manifest = []
@@ -233,8 +229,25 @@ def save(path, *, params, opt_state=None, state=None, model: Optional[MLP] = Non
     return path
 
 
+def _check_model_arg(model, where: str) -> None:
+    if model is not None and not isinstance(model, MLP):
+        raise TypeError(f"{where}: model must be a jaxmlp.MLP or None, got "
+                        f"{type(model).__name__}")
+
+
+def _check_step(step, where: str) -> int:
+    """`step` as an int >= 0 (anything with ``__index__``, such as a 0-d integer array,
+    counts as an int): TypeError for another type, ValueError when negative."""
+    if not isinstance(step, (bool, np.bool_)):
+        with contextlib.suppress(TypeError):
+            step = operator.index(step)
+    return _v.integer(step, "step", where=where, low=0)
+
+
 def _check_json(value, where: str) -> None:
-    """ValueError naming the first place in `value` that is not plain JSON."""
+    """save's error naming the first place in `value` that is not plain JSON: ValueError
+    for a NaN or infinity, TypeError for a key that is not a str or a value of another
+    type."""
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, int):
@@ -242,14 +255,14 @@ def _check_json(value, where: str) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(
-                f"extra must be JSON-serialisable: {where} is {value!r} (JSON has no NaN or "
+                f"save: extra must be JSON-serialisable: {where} is {value!r} (JSON has no NaN or "
                 f"infinity)")
         return
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ValueError(
-                    f"extra must be JSON-serialisable: {where} has the key {k!r} of type "
+                raise TypeError(
+                    f"save: extra must be JSON-serialisable: {where} has the key {k!r} of type "
                     f"{type(k).__name__}; JSON object keys are strings")
             _check_json(v, f"{where}[{k!r}]")
         return
@@ -258,8 +271,8 @@ def _check_json(value, where: str) -> None:
             _check_json(v, f"{where}[{i}]")
         return
     hint = " (convert it with float()/int()/.tolist())" if hasattr(value, "dtype") else ""
-    raise ValueError(
-        f"extra must be JSON-serialisable: {where} is a {type(value).__name__}{hint}")
+    raise TypeError(
+        f"save: extra must be JSON-serialisable: {where} is a {type(value).__name__}{hint}")
 
 
 def _state_classes() -> dict:
@@ -281,13 +294,13 @@ def _storage_dtype(dtype: np.dtype) -> Optional[np.dtype]:
 def _add_array(value, name: str, arrays: dict, manifest: list) -> dict:
     if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         raise TypeError(
-            f"{name} is a PRNG key array; pass the key as save(..., key=key) instead")
+            f"save: {name} is a PRNG key array; pass the key as save(..., key=key) instead")
     arr = np.asarray(value)
     try:
         stored_as = _storage_dtype(arr.dtype)
     except TypeError:
         raise TypeError(
-            f"{name} has dtype {arr.dtype}; checkpoints hold bool, int, uint, float and "
+            f"save: {name} has dtype {arr.dtype}; checkpoints hold bool, int, uint, float and "
             f"complex arrays only") from None
     entry = {"name": name, "dtype": arr.dtype.name, "shape": list(arr.shape)}
     if stored_as is not None:
@@ -309,7 +322,7 @@ def _encode(tree, name: str, arrays: dict, manifest: list) -> dict:
         cls = type(tree)
         if _state_classes().get(cls.__name__) is not cls:
             raise TypeError(
-                f"{name} is a {cls.__module__}.{cls.__qualname__}; checkpoints rebuild only "
+                f"save: {name} is a {cls.__module__}.{cls.__qualname__}; checkpoints rebuild only "
                 f"the state NamedTuples of jaxmlp.optim ({sorted(_state_classes())}), plain "
                 f"lists, tuples, dicts and None")
         return {"type": "namedtuple", "class": cls.__name__,
@@ -323,11 +336,12 @@ def _encode(tree, name: str, arrays: dict, manifest: list) -> dict:
         items = []
         for k, v in tree.items():
             if not isinstance(k, str):
-                raise TypeError(f"{name} has the key {k!r}; checkpoint dict keys must be strings")
+                raise TypeError(f"save: {name} has the key {k!r}; checkpoint dict keys must be "
+                                f"strings")
             items.append([k, _encode(v, f"{name}/{quote(k, safe='')}", arrays, manifest)])
         return {"type": "dict", "items": items}
     raise TypeError(
-        f"{name} is a {type(tree).__name__}; checkpoint trees hold arrays, None, lists, "
+        f"save: {name} is a {type(tree).__name__}; checkpoint trees hold arrays, None, lists, "
         f"tuples, string-keyed dicts and the state NamedTuples of jaxmlp.optim")
 
 
@@ -340,7 +354,7 @@ def _encode_key(key, arrays: dict, manifest: list) -> dict:
         _add_array(key, "key", arrays, manifest)
         return {"name": "key", "typed": False, "impl": None}
     raise TypeError(
-        f"key must be a jax.random.key (or a raw uint32 key array) or None, got "
+        f"save: key must be a jax.random.key (or a raw uint32 key array) or None, got "
         f"{type(key).__name__}")
 
 
@@ -424,8 +438,7 @@ def load(path, *, model: Optional[MLP] = None) -> Checkpoint:
         function it was saved with.
     """
     path = os.fspath(path)
-    if model is not None and not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP or None, got {type(model).__name__}")
+    _check_model_arg(model, "load")
     try:
         f = regular_file(path, f"checkpoint {path!r}", CheckpointError)
     except FileNotFoundError:
@@ -909,12 +922,12 @@ def _compare_models(saved: MLP, given: MLP, path: str) -> None:
 
 def _check_fit(model: MLP, params, state, path: str) -> None:
     try:
-        check_params(model, params)
+        check_params(model, params, where="")
         if state is not None:
             if model.norm != "batch":
                 raise ValueError(f"it holds batch-norm state but the model has "
                                  f"norm={model.norm!r}")
-            _check_state(model, state)
+            _check_state(model, state, where="")
     except (ValueError, TypeError) as e:
         raise CheckpointError(
             f"checkpoint {path!r} does not fit the model {model.sizes}: {e}") from e
@@ -924,9 +937,8 @@ def _check_fit(model: MLP, params, state, path: str) -> None:
 
 def checkpoint_path(directory, step: int) -> str:
     """``directory/ckpt-{step:08d}.npz``: names that sort by step and match :func:`latest`."""
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
-    return os.path.join(os.fspath(directory), f"ckpt-{int(step):08d}.npz")
+    step = _v.integer(step, "step", where="checkpoint_path", low=0)
+    return os.path.join(os.fspath(directory), f"ckpt-{step:08d}.npz")
 
 
 _DIGITS = re.compile(r"(\d+)")
@@ -998,8 +1010,7 @@ def prune(directory, keep: int, pattern: str = "ckpt-*.npz") -> list:
     files newer than that are left alone, so a corrupted newest file never costs the
     last good ones. With fewer than `keep` valid checkpoints nothing is removed.
     """
-    if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
-        raise ValueError(f"keep must be a positive int, got {keep!r}")
+    keep = _v.positive_int(keep, "keep", where="prune")
     candidates = _by_step(directory, pattern)
     valid = 0
     for i, (_, path) in enumerate(candidates):

@@ -101,7 +101,7 @@ class _Data:
 def _load(args) -> _Data:
     from jaxmlp import data
     if args.csv and args.dataset:
-        raise ValueError("give either --dataset or --csv, not both")
+        raise ValueError(f"{WHERE}: give either --dataset or --csv, not both")
     if args.csv:
         target = int(args.target) if args.target.lstrip("-").isdigit() else args.target
         table = data.load_csv(args.csv, target=target)
@@ -238,20 +238,23 @@ def _plot(history, path: Path):
     return True
 
 
+#: The `where` of `jaxmlp train`'s argument errors ("jaxmlp train: --epochs must be ...").
+WHERE = "jaxmlp train"
+
+
 def _check_args(args):
     """The numeric flags and --out, checked before any data is loaded."""
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"{name} must be a positive int, got {getattr(args, name)}")
-    if args.patience < 0:
-        raise ValueError(f"patience must be >= 0 (0: off), got {args.patience}")
-    for name in ("lr", "clip"):
-        value = getattr(args, name)
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
+    from jaxmlp import _validate as _v
+    _v.positive_int(args.epochs, "--epochs", where=WHERE)
+    _v.positive_int(args.batch_size, "--batch-size", where=WHERE)
+    _v.integer(args.patience, "--patience", where=WHERE, low=0)
+    for flag, value in (("--lr", args.lr), ("--clip", args.clip)):
+        if value is not None:
+            _v.positive_real(value, flag, where=WHERE)
     if args.out is not None and os.path.lexists(args.out) and not os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder to write "
-                         f"model.ckpt, history.json and metrics.json into")
+        raise ValueError(f"{WHERE}: --out must be a folder (to write model.ckpt, history.json "
+                         f"and metrics.json into), got {args.out!r}: it exists and is not a "
+                         f"folder")
 
 
 def run_train(args) -> int:
@@ -352,7 +355,8 @@ def main(argv=None) -> int:
     try:
         return run_train(args)
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"jaxmlp train: error: {e}", file=sys.stderr)
+        message = str(e).removeprefix(f"{WHERE}: ")  # said once, argparse's way
+        print(f"{WHERE}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -170,9 +170,7 @@ def spirals(n=300, classes=3, noise=0.05, seed=0, *, dtype=np.float32):
         ``(x, y)``: x (n, 2) float, y (n,) int32 labels in [0, classes), rows shuffled.
     """
     n = _v.positive_int(n, "n", where="spirals")
-    k = _v.positive_int(classes, "classes", where="spirals")
-    if k < 2:
-        raise ValueError(f"spirals: classes must be an int >= 2, got {classes!r}")
+    k = _v.integer(classes, "classes", where="spirals", low=2)
     noise = _v.nonneg_real(noise, "noise", where="spirals")
     dt = _float_dtype(dtype, "spirals")
     rng = np.random.default_rng(_v.integer(seed, "seed", where="spirals", low=0))
@@ -1093,7 +1091,8 @@ def digits(path=None, *, dtype=np.float32):
             f"JAXMLP_DATA to its folder, or pass path=."
         )
     table = load_csv(found, target=-1, header=False, dtype=np.float64)
-    return table.x.astype(_float_dtype(dtype, "digits")), labels_to_int(table.y)
+    return (table.x.astype(_float_dtype(dtype, "digits")),
+            _labels_to_int(table.y, "labels", "digits"))
 
 
 # --------------------------------------------------------------------------------------
@@ -1112,13 +1111,12 @@ class Standardizer(NamedTuple):
     mean: np.ndarray
     std: np.ndarray
 
-    def _check(self, x, name: str) -> np.ndarray:
-        x = np.asarray(x)
+    def _check(self, x, name: str, where: str) -> np.ndarray:
+        x = _v.array(x, name, where=where)
         if x.shape[1:] != self.mean.shape:
-            raise ValueError(
-                f"{name} must have shape (n, {', '.join(map(str, self.mean.shape))}) like "
-                f"the training data, got {x.shape}"
-            )
+            features = ", ".join(map(str, self.mean.shape))
+            raise ValueError(f"{where}: {name} must have shape (n, {features}) like the training "
+                             f"data, got {x.shape}")
         return x
 
     def _out_dtype(self, x) -> np.dtype:
@@ -1126,12 +1124,15 @@ class Standardizer(NamedTuple):
 
     def apply(self, x, *, name: str = "x") -> np.ndarray:
         """(n, *features) → (n, *features): (x − mean) / std, in x's float dtype."""
-        x = self._check(x, name)
+        return self._apply(x, name, "Standardizer.apply")
+
+    def _apply(self, x, name: str, where: str) -> np.ndarray:
+        x = self._check(x, name, where)
         return ((x - self.mean) / self.std).astype(self._out_dtype(x), copy=False)
 
     def inverse(self, x) -> np.ndarray:
         """(n, *features) → (n, *features): x · std + mean, undoing :meth:`apply`."""
-        x = self._check(x, "x")
+        x = self._check(x, "x", "Standardizer.inverse")
         return (x * self.std + self.mean).astype(self._out_dtype(x), copy=False)
 
 
@@ -1146,14 +1147,15 @@ def fit_standardizer(x_train) -> Standardizer:
         :class:`Standardizer` with mean and std of shape (*features), in x_train's float
         dtype (float32 for integer input); columns with σ = 0 get std 1, so they map to 0.
     """
-    x = np.asarray(x_train)
-    if x.ndim < 1 or x.shape[0] < 1:
-        raise ValueError(f"x_train must have shape (n, ...) with n >= 1, got {x.shape}")
-    if x.dtype.kind not in "biuf":
-        raise ValueError(f"x_train must be numeric, got dtype {x.dtype}")
+    return _fit_standardizer(x_train, "fit_standardizer")
+
+
+def _fit_standardizer(x_train, where: str) -> Standardizer:
+    x = _v.array(x_train, "x_train", where=where, min_rows=1)
     x64 = x.astype(np.float64)
     if not np.isfinite(x64).all():
-        raise ValueError("x_train contains NaN or Inf values")
+        bad = "NaN" if np.isnan(x64).any() else "Inf"
+        raise ValueError(f"{where}: x_train must be finite, got an array with {bad} values")
     mean = x64.mean(axis=0)
     std = x64.std(axis=0)
     std = np.where(std == 0.0, 1.0, std)
@@ -1174,9 +1176,9 @@ def standardize(x_train, *others):
         ``(x_traiñ, *others̃, scaler)``: the transformed arrays in the order given, then the
         fitted scaler (``scaler.inverse`` maps back, e.g. for standardised targets).
     """
-    scaler = fit_standardizer(x_train)
-    transformed = [scaler.apply(o, name=f"others[{i}]") for i, o in enumerate(others)]
-    return (scaler.apply(x_train, name="x_train"), *transformed, scaler)
+    scaler = _fit_standardizer(x_train, "standardize")
+    transformed = [scaler._apply(o, f"others[{i}]", "standardize") for i, o in enumerate(others)]
+    return (scaler._apply(x_train, "x_train", "standardize"), *transformed, scaler)
 
 
 # --------------------------------------------------------------------------------------
@@ -1273,15 +1275,20 @@ def train_val_test_split(x, y, *, val=0.1, test=0.2, seed=0, stratify=False):
         ValueError: bad fractions, x and y of different lengths, or a split that would be
             empty (too few examples for the fractions asked for).
     """
+    where = "train_val_test_split"
     x, y = np.asarray(x), np.asarray(y)
-    if x.ndim < 1 or y.ndim < 1:
-        raise ValueError(f"x and y must have a leading batch axis, got {x.shape} and {y.shape}")
+    for name, a in (("x", x), ("y", y)):
+        if a.ndim < 1:
+            raise ValueError(f"{where}: {name} must have a leading batch axis (shape (n, ...)), "
+                             f"got shape {a.shape}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(
-            f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}"
+            f"{where}: x and y must have the same number of examples, got {x.shape[0]} and "
+            f"{y.shape[0]}"
         )
-    f_val = _fraction(val, "val", "train_val_test_split")
-    f_test = _fraction(test, "test", "train_val_test_split")
+    stratify = _v.flag(stratify, "stratify", where=where)
+    f_val = _fraction(val, "val", where)
+    f_test = _fraction(test, "test", where)
     if f_test <= 0:
         raise ValueError(f"train_val_test_split: test must be a number in (0, 1), got "
                          f"{test!r}")
@@ -1294,7 +1301,8 @@ def train_val_test_split(x, y, *, val=0.1, test=0.2, seed=0, stratify=False):
 
     if stratify:
         if y.ndim > 2:
-            raise ValueError(f"stratify needs labels (n,) or one-hot (n, K), got y {y.shape}")
+            raise ValueError(f"{where}: y must be labels (n,) or one-hot (n, K) for "
+                             f"stratify=True, got shape {y.shape}")
         _, labels = np.unique(y.reshape(n, -1), axis=0, return_inverse=True)
         labels = labels.reshape(n)
         members = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
@@ -1316,7 +1324,7 @@ def train_val_test_split(x, y, *, val=0.1, test=0.2, seed=0, stratify=False):
     for name, idx, f in zip(("training", "validation", "test"), splits, fractions):
         if f > 0 and idx.size == 0:
             raise ValueError(
-                f"the {name} split would be empty: n={n} examples are too few for "
+                f"{where}: the {name} split would be empty: n={n} examples are too few for "
                 f"val={val!r}, test={test!r}"
             )
     return tuple((x[idx], y[idx]) for idx in splits)
@@ -1335,23 +1343,34 @@ def labels_to_int(y) -> np.ndarray:
 
     Returns:
         int32 array of the same shape and values.  ValueError for non-whole values,
-        NaN/Inf, or values outside the int32 range.
+        NaN/Inf, or values outside the int32 range; TypeError for a dtype that is neither
+        int nor float.
     """
+    return _labels_to_int(y, "y", "labels_to_int")
+
+
+def _labels_to_int(y, name: str, where: str) -> np.ndarray:
     y = np.asarray(y)
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+
+    def check_range():
+        if y.size and (y.min() < lo or y.max() > hi):
+            raise ValueError(f"{where}: {name} must fit in int32 ([{lo}, {hi}]), got min "
+                             f"{y.min()!r}, max {y.max()!r}")
+
     if y.dtype.kind in "iu":
-        if y.size and (y.min() < np.iinfo(np.int32).min or y.max() > np.iinfo(np.int32).max):
-            raise ValueError("labels do not fit in int32")
+        check_range()
         return y.astype(_LABEL_DTYPE)
     if y.dtype.kind != "f":
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+        raise TypeError(f"{where}: {name} must be integers (an int or whole-float array), "
+                        f"got dtype {y.dtype}")
     bad = ~np.isfinite(y) | (y != np.round(y))
     if bad.any():
         i = np.flatnonzero(bad.ravel())[0]
         raise ValueError(
-            f"labels must be whole numbers, got {y.ravel()[i]!r} at flat index {i}"
+            f"{where}: {name} must be whole numbers, got {y.ravel()[i]!r} at flat index {i}"
         )
-    if y.size and (y.min() < np.iinfo(np.int32).min or y.max() > np.iinfo(np.int32).max):
-        raise ValueError("labels do not fit in int32")
+    check_range()
     return y.astype(_LABEL_DTYPE)
 
 
@@ -1367,7 +1386,7 @@ def encode_labels(y):
     """
     y = np.asarray(y)
     if y.ndim != 1:
-        raise ValueError(f"y must have shape (n,), got {y.shape}")
+        raise ValueError(f"encode_labels: y must have shape (n,), got {y.shape}")
     classes, codes = np.unique(y, return_inverse=True)
     return codes.reshape(-1).astype(_LABEL_DTYPE), classes
 
@@ -1384,24 +1403,24 @@ def one_hot(labels, num_classes=None, dtype=np.float32) -> np.ndarray:
         (..., K) array of ``dtype``.
 
     Raises:
-        ValueError: negative labels, labels ≥ num_classes, non-whole labels, a bad
-            num_classes, or empty labels without num_classes.
+        ValueError: negative labels, labels ≥ num_classes, non-whole labels, num_classes
+            < 1, or empty labels without num_classes.
+        TypeError: labels that are not numbers (booleans, strings), a num_classes that
+            is not an int.
     """
     labels = np.asarray(labels)
     if labels.dtype.kind == "b":
-        raise ValueError("labels must be integers, got booleans")
-    try:
-        ints = labels_to_int(labels)
-    except ValueError as e:
-        raise ValueError(f"one_hot: {e}") from None
+        raise TypeError("one_hot: labels must be integers, got booleans")
+    ints = _labels_to_int(labels, "labels", "one_hot")
     if ints.size and ints.min() < 0:
-        raise ValueError(f"labels must be >= 0, got {int(ints.min())}")
+        raise ValueError(f"one_hot: labels must be >= 0, got {int(ints.min())}")
     if num_classes is None:
         if ints.size == 0:
-            raise ValueError("num_classes is needed for empty labels")
+            raise ValueError("one_hot: num_classes must be given for empty labels, got None")
         k = int(ints.max()) + 1
     else:
         k = _v.positive_int(num_classes, "num_classes", where="one_hot")
         if ints.size and ints.max() >= k:
-            raise ValueError(f"labels must be < num_classes={k}, got {int(ints.max())}")
+            raise ValueError(f"one_hot: labels must be < num_classes={k}, got "
+                             f"{int(ints.max())}")
     return (ints[..., None] == np.arange(k)).astype(dtype)

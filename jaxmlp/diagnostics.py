@@ -182,7 +182,7 @@ def activation_derivatives(model: MLP, params, x, *, key: Optional[Array] = None
       A tuple with one (N, n_l) array per hidden layer (empty without hidden layers).
       f′ is evaluated at u, the input of the activation (after the norm, before dropout).
     """
-    key = check_mode(model, train=True, key=key, state=state)
+    key = check_mode(model, train=True, key=key, state=state, where="activation_derivatives")
     return _derivatives_jit(model, params, jnp.asarray(x), key, state)
 
 
@@ -254,7 +254,8 @@ def gradient_report(model: MLP, params, x, y, *, key: Optional[Array] = None, st
       layers; `str(report)` is a per-layer table.
     """
     threshold = _v.positive_real(threshold, "threshold", where="gradient_report")
-    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
+    x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
+                             where="gradient_report")
     loss, w, b, delta, dead, sat, mean_abs = jax.device_get(
         _stats_jit(model, params, x, y, key, state, threshold))
     to_np = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731

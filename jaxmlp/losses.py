@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmlp._validate import as_array, check_finite, is_concrete
-from jaxmlp.model import MLP, check_mode, check_params, check_x, forward_pass
+from jaxmlp.model import MLP, check_mode, check_model, check_params, check_x, forward_pass
 
 Array = jax.Array
 
@@ -106,12 +106,16 @@ def penalty_grad(model: MLP, W: Array) -> Array:
     return g
 
 
-def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
+def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y", *,
+                    where: Optional[str] = None) -> Array:
     """Checks y against the model and batch size n; returns it as (n, K) of `dtype`.
 
     Integer labels (cce, shape (n,)) become one-hot; labels outside [0, K) are refused
     when y is concrete (under a trace the values are unknown, and out-of-range labels
-    would give an all-zero row)."""
+    would give an all-zero row).  `where`, the public function called, starts every
+    message ("loss: y must have shape ...")."""
+    shown = name  # as the user wrote it, for the messages' rest
+    name = f"{where}: {name}" if where else name
     y = as_array(y, name)
     K = model.n_out
     if y.ndim == 0 or y.ndim > 2:
@@ -125,7 +129,8 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
     if model.loss == "cce" and y.ndim == 1:
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise TypeError(
-                f"for loss='cce', a 1-D {name} must hold integer class labels in [0, {K}), "
+                f"{where + ': ' if where else ''}for loss='cce', a 1-D {shown} must hold "
+                f"integer class labels in [0, {K}), "
                 f"got dtype {y.dtype}; pass one-hot targets of shape ({n}, {K}) otherwise")
         if is_concrete(y):
             # the range is read in y's own dtype (NumPy for host arrays): an int64 label
@@ -152,16 +157,18 @@ def prepare_targets(model: MLP, y, n: int, dtype, name: str = "y") -> Array:
         with jax.ensure_compile_time_eval():
             outside = bool(jnp.any((y < 0) | (y > 1)))
         if outside:
-            raise ValueError(f"for loss='bce', {name} must lie in [0, 1]")
+            raise ValueError(f"{where + ': ' if where else ''}for loss='bce', {shown} must lie "
+                             f"in [0, 1]")
     if model.loss == "cce" and is_concrete(y):
-        _check_distributions(y, name)
+        _check_distributions(y, shown, where)
     return jnp.asarray(y, dtype)
 
 
-def _check_distributions(y, name: str) -> None:
+def _check_distributions(y, name: str, where: Optional[str] = None) -> None:
     """cce targets (N, K) must be one-hot or probability rows: entries ≥ 0 that sum to 1
     (within 1e-4 in float32, 1e-9 in float64).  Anything else makes −Σ y log ŷ
     unbounded below (a negative entry) or rescales the row's gradient."""
+    pre = f"{where}: " if where else ""
     v = np.asarray(y, np.float64)
     if v.size == 0:
         return
@@ -169,26 +176,26 @@ def _check_distributions(y, name: str) -> None:
     if low < 0:
         i, k = np.unravel_index(np.argmin(v), v.shape)
         raise ValueError(
-            f"for loss='cce', {name} must hold one-hot or probability rows (entries >= 0 "
+            f"{pre}for loss='cce', {name} must hold one-hot or probability rows (entries >= 0 "
             f"summing to 1); {name}[{i}, {k}] = {float(v[i, k])!r} is negative")
     tol = 1e-9 if np.dtype(y.dtype).itemsize >= 8 else 1e-4
     err = np.abs(v.sum(axis=1) - 1.0)
     if err.max() > tol:
         i = int(np.argmax(err))
         raise ValueError(
-            f"for loss='cce', each row of {name} must sum to 1 (one-hot or probabilities); "
+            f"{pre}for loss='cce', each row of {name} must sum to 1 (one-hot or probabilities); "
             f"row {i} sums to {float(v[i].sum())!r}. Pass integer class labels of shape (N,), or "
             f"normalise the rows")
 
 
-def check_inputs(model, params, x, y, *, train, key, state):
-    """All the checks of a (model, params, x, y) call; returns (x, y, key) ready to use."""
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
-    check_params(model, params)
-    x = check_x(model, x)
-    y = prepare_targets(model, y, x.shape[0], params[0]["W"].dtype)
-    key = check_mode(model, train=train, key=key, state=state)
+def check_inputs(model, params, x, y, *, train, key, state, where: str):
+    """All the checks of a (model, params, x, y) call; returns (x, y, key) ready to use.
+    `where` is the public function called (it starts every message)."""
+    check_model(model, where=where)
+    check_params(model, params, where=where)
+    x = check_x(model, x, where=where)
+    y = prepare_targets(model, y, x.shape[0], params[0]["W"].dtype, where=where)
+    key = check_mode(model, train=train, key=key, state=state, where=where)
     return x, y, key
 
 
@@ -221,5 +228,6 @@ def loss(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
       key: dropout PRNG key (needed when `model.dropout > 0` and training).
       state: batch-norm running statistics (needed for batch norm in inference mode).
     """
-    x, y, key = check_inputs(model, params, x, y, train=train, key=key, state=state)
+    x, y, key = check_inputs(model, params, x, y, train=train, key=key, state=state,
+                             where="loss")
     return _loss_jit(model, params, x, y, bool(train), key, state)

@@ -213,7 +213,7 @@ def _name(spec) -> str:
 def _canonical(spec):
     """(what the model's field holds, the Activation): the name when the name alone
     stands for the activation (built-in or registered), else the Activation itself."""
-    fn = _act.resolve(spec)
+    fn = _act.resolve(spec, where="MLP")
     return (fn.name if _act.is_named(fn) else fn), fn
 
 
@@ -260,12 +260,11 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
       A list with one dict per dense layer: W (n_out, n_in), b (n_out,), and
       gamma/beta (n_out,) on hidden layers when `model.norm` is set.
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
+    check_model(model, where="init_params")
     scheme = model.init if scheme is None else scheme
     _v.one_of(scheme, "scheme", INIT_CHOICES, where="init_params")
-    dtype = _check_dtype(dtype)
-    key = _check_key(key, "key")
+    dtype = _check_dtype(dtype, where="init_params")
+    key = _check_key(key, "key", where="init_params")
     _check_fits_in_memory(model, dtype)
     keys = jax.random.split(key, model.n_layers)
     params = []
@@ -283,9 +282,8 @@ def init_params(key: Array, model: MLP, scheme: Optional[str] = None, *, dtype=N
 
 def param_bytes(model: MLP, dtype=None) -> int:
     """The bytes that `init_params(…, model, dtype=dtype)` allocates (all leaves)."""
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
-    itemsize = _check_dtype(dtype).itemsize
+    check_model(model, where="param_bytes")
+    itemsize = _check_dtype(dtype, where="param_bytes").itemsize
     return itemsize * sum(math.prod(shape) for layer in model.layer_shapes()
                           for shape in layer.values())
 
@@ -331,26 +329,42 @@ def _check_fits_in_memory(model: MLP, dtype) -> None:
 def init_state(model: MLP, *, dtype=None):
     """Batch-norm running statistics: one {"mean": 0, "var": 1} dict (each (n_l,)) per
     hidden layer, or None when the model has no batch norm."""
+    check_model(model, where="init_state")
     if model.norm != "batch":
         return None
-    dtype = _check_dtype(dtype)
+    dtype = _check_dtype(dtype, where="init_state")
     return [{"mean": jnp.zeros((n,), dtype), "var": jnp.ones((n,), dtype)}
             for n in model.sizes[1:-1]]
 
 
-def _check_dtype(dtype):
+def _prefix(where) -> str:
+    return f"{where}: " if where else ""
+
+
+def check_model(model, *, where: str) -> None:
+    """TypeError "<where>: model must be a jaxmlp.MLP, got ..." unless `model` is one."""
+    if not isinstance(model, MLP):
+        raise TypeError(f"{_prefix(where)}model must be a jaxmlp.MLP, got {type(model).__name__}")
+
+
+def _check_dtype(dtype, *, where: str):
     """The float dtype to create arrays in; None means JAX's default float."""
-    dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    try:
+        dtype = _default_dtype() if dtype is None else jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{_prefix(where)}dtype must be a float dtype, got {dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"dtype must be a float dtype, got {dtype}")
+        raise TypeError(f"{_prefix(where)}dtype must be a float dtype, got {dtype}")
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError(
-            "dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+            f"{_prefix(where)}dtype float64 needs 64-bit JAX: call "
+            f"jax.config.update('jax_enable_x64', True) "
             "at start-up (or use `with jax.enable_x64(True):`), else use float32")
     return dtype
 
 
-def _check_key(key, name):
+def _check_key(key, name, *, where: str):
+    name = _prefix(where) + name
     if key is None:
         raise TypeError(f"{name} must be a jax.random.key, got None")
     if not isinstance(key, (jax.Array, jax.core.Tracer)):
@@ -369,7 +383,7 @@ def _check_key(key, name):
 
 # --------------------------------------------------------------------------- checks
 
-def check_params(model: MLP, params, name: str = "params") -> None:
+def check_params(model: MLP, params, name: str = "params", *, where: str) -> None:
     """ValueError unless `params` has exactly the structure and shapes `model` expects.
 
     `params` must be a list (as `init_params` returns: a tuple would be another pytree,
@@ -377,6 +391,7 @@ def check_params(model: MLP, params, name: str = "params") -> None:
     Concrete leaves must hold no NaN or Inf: a non-finite parameter is refused here,
     before any compute, rather than blamed later on the learning rate."""
     expected = model.layer_shapes()
+    name = _prefix(where) + name
     if not isinstance(params, list):
         raise TypeError(
             f"{name} must be a list of {len(expected)} dicts (one per dense layer, as from "
@@ -406,7 +421,8 @@ def check_params(model: MLP, params, name: str = "params") -> None:
         hint="; parameters must be finite: start from jaxmlp.init_params or a checkpoint")
 
 
-def check_x(model: MLP, x, name: str = "x"):
+def check_x(model: MLP, x, name: str = "x", *, where: str):
+    name = _prefix(where) + name
     x = as_array(x, name)
     if x.ndim != 2:
         raise ValueError(
@@ -422,43 +438,47 @@ def check_x(model: MLP, x, name: str = "x"):
     return x
 
 
-def check_mode(model: MLP, *, train: bool, key, state):
+def check_mode(model: MLP, *, train: bool, key, state, where: str):
     """Checks the training-mode extras; returns the key as a typed PRNG key (or None)."""
     if model.dropout > 0 and train:
         if key is None:
             raise ValueError(
-                f"the model has dropout={model.dropout}, so training mode needs a PRNG key: "
+                f"{_prefix(where)}the model has dropout={model.dropout}, so training mode "
+                f"needs a PRNG key: "
                 f"pass key=jax.random.key(seed) (a fresh one each step)")
-        key = _check_key(key, "key")
+        key = _check_key(key, "key", where=where)
     elif key is not None:
-        key = _check_key(key, "key")
+        key = _check_key(key, "key", where=where)
     if model.norm == "batch":
         if state is None and not train:
             raise ValueError(
-                "the model has batch norm, so inference mode needs its running statistics: "
+                f"{_prefix(where)}the model has batch norm, so inference mode needs its "
+                f"running statistics: "
                 "pass state=jaxmlp.init_state(model) (as updated by training)")
         if state is not None:
-            _check_state(model, state)
+            _check_state(model, state, where=where)
     elif state is not None:
         raise ValueError(
-            f"state= is only for models with norm='batch'; this model has norm={model.norm!r}")
+            f"{_prefix(where)}state= is only for models with norm='batch'; this model has "
+            f"norm={model.norm!r}")
     return key
 
 
-def _check_state(model: MLP, state):
+def _check_state(model: MLP, state, *, where: str):
     sizes = model.sizes[1:-1]
+    pre = _prefix(where)
     if not isinstance(state, (list, tuple)) or len(state) != len(sizes):
         raise ValueError(
-            f"state must be a list of {len(sizes)} dicts (one per hidden layer), "
+            f"{pre}state must be a list of {len(sizes)} dicts (one per hidden layer), "
             f"as from jaxmlp.init_state(model)")
     for l, (s, n) in enumerate(zip(state, sizes)):
         if not isinstance(s, dict) or set(s) != {"mean", "var"}:
-            raise ValueError(f"state[{l}] must be a dict with keys 'mean' and 'var'")
+            raise ValueError(f"{pre}state[{l}] must be a dict with keys 'mean' and 'var'")
         for k in ("mean", "var"):
             if tuple(jnp.shape(s[k])) != (n,):
                 raise ValueError(
-                    f"state[{l}][{k!r}] must have shape ({n},), got {tuple(jnp.shape(s[k]))}")
-    check_finite_leaves(((f"state[{l}][{k!r}]", s[k]) for l, s in enumerate(state)
+                    f"{pre}state[{l}][{k!r}] must have shape ({n},), got {tuple(jnp.shape(s[k]))}")
+    check_finite_leaves(((f"{pre}state[{l}][{k!r}]", s[k]) for l, s in enumerate(state)
                          for k in ("mean", "var")),
                         hint="; batch-norm running statistics must be finite")
     for l, s in enumerate(state):
@@ -467,7 +487,7 @@ def _check_state(model: MLP, state):
             low = float(np.min(np.asarray(var))) if np.size(var) else 0.0
             if low < 0:
                 raise ValueError(
-                    f"state[{l}]['var'] holds a negative running variance (min {low!r}); "
+                    f"{pre}state[{l}]['var'] holds a negative running variance (min {low!r}); "
                     f"variances must be >= 0 (start from jaxmlp.init_state(model))")
 
 
@@ -575,7 +595,8 @@ def forward(model: MLP, params: Params, x, *, train: bool = False,
     Returns:
       ŷ, shape (batch, n_out).
     """
-    check_params(model, params)
-    x = check_x(model, x)
-    key = check_mode(model, train=train, key=key, state=state)
+    check_model(model, where="forward")
+    check_params(model, params, where="forward")
+    x = check_x(model, x, where="forward")
+    key = check_mode(model, train=train, key=key, state=state, where="forward")
     return _forward_jit(model, params, x, bool(train), key, state)

@@ -11,7 +11,7 @@ below is elementwise on one leaf; only ‖g‖ in clipping runs over all leaves:
               momentum: u ← μu + g / (√(·) + ε),  Δθ = −ηu
     adam      m ← β₁m + (1 − β₁)g,  v ← β₂v + (1 − β₂)g²
               m̂ = m / (1 − β₁ᵗ),  v̂ = v / (1 − β₂ᵗ)     Δθ = −η m̂ / (√(v̂ + ε_root) + ε)
-    adamw     adam's Δθ − η·λ·W                   (decoupled decay, ``W`` leaves only)
+    adamw     adam's Δθ − η·λ·θ                   (decoupled decay, masked leaves: ``W``)
     adagrad   s ← s + g²                          Δθ = −η g / (√s + ε)
     clip      g ← g · τ/‖g‖  if ‖g‖ > τ,   ‖g‖ = √(Σ_leaves Σ g²)
 
@@ -62,7 +62,12 @@ __all__ = [
     "AdagradState",
     "apply_updates",
     "constant_schedule",
+    "linear_schedule",
     "exponential_decay",
+    "cosine_decay_schedule",
+    "warmup_cosine_decay_schedule",
+    "piecewise_constant_schedule",
+    "join_schedules",
     "cosine_decay",
     "warmup_cosine_decay",
     "sgd",
@@ -185,8 +190,8 @@ def _shared(constructor):
         except TypeError:  # let the constructor itself refuse the call
             return constructor(*args, **kwargs)
         bound.apply_defaults()  # adam(1e-3) and adam(learning_rate=1e-3, b1=0.9) are one
-        key = tuple((k, type(v), v) for k, v in bound.arguments.items())
         try:
+            key = tuple((k, _freeze(v)) for k, v in bound.arguments.items())
             hash(key)
         except TypeError:  # unhashable: nothing to share
             made = constructor(*args, **kwargs)
@@ -206,6 +211,19 @@ def _shared(constructor):
         return made
 
     return make
+
+
+def _freeze(value):
+    """A hashable key for an argument: (type, value), with lists, tuples and dicts (a
+    mask, ``boundaries_and_scales``, ``join_schedules``' lists) frozen entry by entry.
+    TypeError when something inside is unhashable (an array) or a dict's keys do not
+    sort."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: kv[0])
+        return (dict, tuple((_freeze(k), _freeze(v)) for k, v in items))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_freeze(v) for v in value))
+    return (type(value), value)
 
 
 # What each object made by a factory of this module was made from (its factory's name and
@@ -247,9 +265,10 @@ def describe(obj) -> Any:
     arguments (defaults filled in), recursively: ``describe(adam(1e-3))`` is
     ``{"name": "adam", "args": {"learning_rate": 0.001, "b1": 0.9, …}}``.  A user's own
     callable is named by its module and qualified name, with a digest of its code; an
-    array by its shape, dtype and a SHA-256 of its bytes.  Two optimizers with equal
-    descriptions compute the same updates; `fit` stores the description in its
-    checkpoints and refuses to resume a run with another one.
+    array by its shape, dtype and a SHA-256 of its bytes; a dict (an ``adamw`` mask,
+    ``boundaries_and_scales``) as a list of ``[key, value]`` pairs sorted by key.  Two
+    optimizers with equal descriptions compute the same updates; `fit` stores the
+    description in its checkpoints and refuses to resume a run with another one.
     """
     if callable(obj) or isinstance(obj, GradientTransformation):
         try:
@@ -274,6 +293,13 @@ def describe(obj) -> Any:
         return out
     if isinstance(obj, (tuple, list)):
         return [describe(v) for v in obj]
+    if isinstance(obj, dict):  # [key, value] pairs, sorted: JSON would make int keys str
+        items = list(obj.items())
+        try:
+            items.sort(key=lambda kv: kv[0])
+        except TypeError:
+            pass
+        return [[describe(k), describe(v)] for k, v in items]
     if obj is None or isinstance(obj, str):
         return obj
     if callable(obj):
@@ -373,7 +399,7 @@ def _as_float(count: jax.Array) -> jax.Array:
 
 @_shared
 def constant_schedule(value: float) -> Schedule:
-    """η(count) = value.
+    """η(count) = value  (optax's ``constant_schedule``).
 
     Args:
       value: the rate, finite and >= 0.
@@ -388,41 +414,298 @@ def constant_schedule(value: float) -> Schedule:
     return schedule
 
 
-@_shared
-def exponential_decay(
-    init_value: float, decay_rate: float, transition_steps: int, staircase: bool = False
-) -> Schedule:
-    """η(count) = init_value · decay_rate^(count / transition_steps).
+def _steps(value, name: str, where: str) -> int:
+    """A step count >= 1.  optax turns a count <= 0 into a constant schedule (with only a
+    log line); here it is refused, with that said."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: {name} must be a positive int, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(
+            f"{where}: {name} must be a positive int, got {value!r} (optax silently gives "
+            f"the constant init_value then: write constant_schedule(init_value) for that)")
+    return value
 
-    With ``staircase=True`` the exponent is floored, ⌊count / transition_steps⌋, so the
-    rate drops by a factor ``decay_rate`` every ``transition_steps`` updates.
+
+@_shared
+def linear_schedule(
+    init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
+) -> Schedule:
+    """A linear ramp from ``init_value`` to ``end_value`` (optax's ``linear_schedule``)::
+
+        η(count) = init + (end − init) · clip((count − transition_begin) / transition_steps, 0, 1)
+
+    computed as optax does, (init − end)·(1 − k/transition_steps) + end with
+    k = clip(count − transition_begin, 0, transition_steps): η = init up to
+    ``transition_begin``, end from ``transition_begin + transition_steps`` on.
 
     Args:
-      init_value: η at count 0, finite and >= 0.
-      decay_rate: factor per ``transition_steps`` updates, finite and > 0 (< 1 decays).
-      transition_steps: int >= 1.
-      staircase: bool.
+      init_value, end_value: rates, finite and >= 0.
+      transition_steps: int >= 1, the length of the ramp (optax makes a value <= 0 a
+        constant ``init_value``; this refuses it).
+      transition_begin: int >= 0, the count where the ramp starts.
     """
-    init_value = _v.nonneg_real(init_value, "init_value", where="exponential_decay")
-    decay_rate = _v.positive_real(decay_rate, "decay_rate", where="exponential_decay")
-    transition_steps = _v.integer(transition_steps, "transition_steps", where="exponential_decay", low=1)
-    staircase = _v.flag(staircase, "staircase", where="exponential_decay")
+    where = "linear_schedule"
+    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    end_value = _v.nonneg_real(end_value, "end_value", where=where)
+    transition_steps = _steps(transition_steps, "transition_steps", where)
+    transition_begin = _v.integer(transition_begin, "transition_begin", where=where, low=0)
 
     def schedule(count):
-        p = _as_float(count) / transition_steps
-        if staircase:
-            p = jnp.floor(p)
-        return init_value * decay_rate**p
+        k = jnp.clip(_as_float(count) - transition_begin, 0.0, transition_steps)
+        return (init_value - end_value) * (1.0 - k / transition_steps) + end_value
 
     return schedule
 
 
 @_shared
-def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
-    """η(count) = init_value · ((1 − α)·½(1 + cos(π·min(count, decay_steps)/decay_steps)) + α).
+def exponential_decay(
+    init_value: float,
+    transition_steps: int,
+    decay_rate: float,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: float | None = None,
+) -> Schedule:
+    """Exponential decay, optax's ``exponential_decay`` (same names and argument order)::
+
+        p = (count − transition_begin) / transition_steps      (⌊p⌋ with staircase=True)
+        η(count) = init_value                      count <= transition_begin
+        η(count) = init_value · decay_rate^p       count >  transition_begin
+
+    then clipped at ``end_value`` when given: a lower bound when ``decay_rate < 1``
+    (η = max(η, end_value)), an upper bound when ``decay_rate >= 1`` (η = min(η,
+    end_value)).  With ``staircase=True`` the rate drops by a factor ``decay_rate`` every
+    ``transition_steps`` updates.
+
+    Before this version the order was ``(init_value, decay_rate, transition_steps,
+    staircase)``: ``exponential_decay(0.1, 0.5, 10)`` is now
+    ``exponential_decay(0.1, 10, 0.5)``.
+
+    Args:
+      init_value: η until ``transition_begin``, finite and >= 0.
+      transition_steps: int >= 1 (optax makes a value <= 0 a constant ``init_value``;
+        this refuses it).
+      decay_rate: factor per ``transition_steps`` updates, finite and > 0 (< 1 decays).
+      transition_begin: int >= 0.
+      staircase: bool.
+      end_value: None, or a bound, finite and >= 0.
+    """
+    where = "exponential_decay"
+    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    transition_steps = _steps(transition_steps, "transition_steps", where)
+    decay_rate = _v.positive_real(decay_rate, "decay_rate", where=where)
+    transition_begin = _v.integer(transition_begin, "transition_begin", where=where, low=0)
+    staircase = _v.flag(staircase, "staircase", where=where)
+    if end_value is not None:
+        end_value = _v.real(end_value, "end_value", where=where, low=0.0,
+                            expected="None or a finite number >= 0")
+    bound = jnp.maximum if decay_rate < 1.0 else jnp.minimum
+
+    def schedule(count):
+        steps = _as_float(count) - transition_begin
+        p = steps / transition_steps
+        if staircase:
+            p = jnp.floor(p)
+        value = jnp.where(steps <= 0, init_value, init_value * decay_rate**p)
+        if end_value is not None:
+            value = bound(value, end_value)
+        return value
+
+    return schedule
+
+
+def _cosine_factor(count, decay_steps: int, exponent: float):
+    """(½(1 + cos(π·min(count, decay_steps)/decay_steps)))^exponent, count a float."""
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(count, decay_steps) / decay_steps))
+    return cosine if exponent == 1.0 else cosine**exponent
+
+
+@_shared
+def cosine_decay_schedule(
+    init_value: float, decay_steps: int, alpha: float = 0.0, exponent: float = 1.0
+) -> Schedule:
+    """Cosine decay, optax's ``cosine_decay_schedule``::
+
+        η(count) = init_value · ((1 − α)·(½(1 + cos(π·min(count, decay_steps)/decay_steps)))^exponent + α)
 
     Falls from ``init_value`` at count 0 to ``alpha · init_value`` at ``decay_steps`` and
     stays there.
+
+    Args:
+      init_value: η at count 0, finite and >= 0.
+      decay_steps: int >= 1.
+      alpha: final rate as a fraction of ``init_value``, in [0, 1].
+      exponent: the power of the cosine factor, finite and > 0.
+    """
+    where = "cosine_decay_schedule"
+    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    decay_steps = _v.integer(decay_steps, "decay_steps", where=where, low=1)
+    alpha = _v.probability(alpha, "alpha", where=where)
+    exponent = _v.positive_real(exponent, "exponent", where=where)
+
+    def schedule(count):
+        factor = _cosine_factor(_as_float(count), decay_steps, exponent)
+        return init_value * ((1.0 - alpha) * factor + alpha)
+
+    return schedule
+
+
+@_shared
+def warmup_cosine_decay_schedule(
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
+    exponent: float = 1.0,
+) -> Schedule:
+    """Linear warm-up, then cosine decay: optax's ``warmup_cosine_decay_schedule``.
+
+    ``decay_steps`` is the TOTAL length and includes the warm-up.  With w =
+    ``warmup_steps``, D = ``decay_steps − w`` and α = end_value / peak_value (0 when
+    peak_value is 0), as optax builds it (``join_schedules`` of a
+    :func:`linear_schedule` and a :func:`cosine_decay_schedule`)::
+
+        η(count) = (init − peak)·(1 − count/w) + peak                         count < w
+        η(count) = peak · ((1 − α)·(½(1 + cos(π·min(count − w, D)/D)))^exponent + α)   count >= w
+
+    so η = init at count 0, peak at count w, end_value at ``decay_steps`` and after.
+
+    Args:
+      init_value, peak_value, end_value: rates, finite and >= 0; ``end_value`` must be 0
+        when ``peak_value`` is (optax would ignore it).
+      warmup_steps: int >= 0 (0: start at ``peak_value``).
+      decay_steps: int > warmup_steps.
+      exponent: the power of the cosine factor, finite and > 0.
+    """
+    where = "warmup_cosine_decay_schedule"
+    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    peak_value = _v.nonneg_real(peak_value, "peak_value", where=where)
+    warmup_steps = _v.integer(warmup_steps, "warmup_steps", where=where, low=0)
+    decay_steps = _v.integer(decay_steps, "decay_steps", where=where, low=1)
+    end_value = _v.nonneg_real(end_value, "end_value", where=where)
+    exponent = _v.positive_real(exponent, "exponent", where=where)
+    if decay_steps <= warmup_steps:
+        raise ValueError(
+            f"{where}: decay_steps must be > warmup_steps ({warmup_steps}): it is the total "
+            f"length including warm-up, got {decay_steps!r}")
+    if peak_value == 0.0 and end_value != 0.0:
+        raise ValueError(
+            f"{where}: end_value must be 0 when peak_value is 0 (the decay is relative to "
+            f"the peak), got {end_value!r}")
+    alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
+    cosine_steps = decay_steps - warmup_steps
+
+    def schedule(count):
+        c = _as_float(count)
+        factor = _cosine_factor(c - warmup_steps, cosine_steps, exponent)
+        value = peak_value * ((1.0 - alpha) * factor + alpha)
+        if warmup_steps:
+            k = jnp.clip(c, 0.0, warmup_steps)
+            warm = (init_value - peak_value) * (1.0 - k / warmup_steps) + peak_value
+            value = jnp.where(c < warmup_steps, warm, value)
+        return value
+
+    return schedule
+
+
+@_shared
+def piecewise_constant_schedule(
+    init_value: float, boundaries_and_scales: dict | None = None
+) -> Schedule:
+    """A rate scaled at given counts: optax's ``piecewise_constant_schedule``::
+
+        η(count) = init_value · Π scale   over every (boundary, scale) with count >= boundary
+
+    A boundary takes effect AT its count (optax's indicator max(0, sign(boundary −
+    count)) is 0 there): ``{10: 0.1}`` gives init_value for counts 0..9 and
+    0.1·init_value from count 10 on.  The scales multiply in order of boundary.
+
+    Args:
+      init_value: η before the first boundary, finite and >= 0.
+      boundaries_and_scales: None (a constant) or a dict {boundary: scale}, boundaries
+        ints >= 0, scales finite and >= 0.
+    """
+    where = "piecewise_constant_schedule"
+    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    if boundaries_and_scales is None:
+        steps = ()
+    elif not isinstance(boundaries_and_scales, dict):
+        raise TypeError(
+            f"{where}: boundaries_and_scales must be None or a dict {{boundary: scale}}, got "
+            f"{boundaries_and_scales!r}")
+    else:
+        steps = []
+        for b, s in boundaries_and_scales.items():
+            b = _v.integer(b, "each boundary (key) of boundaries_and_scales", where=where, low=0)
+            s = _v.nonneg_real(s, f"boundaries_and_scales[{b!r}]", where=where)
+            steps.append((b, s))
+        steps = tuple(sorted(steps))
+
+    def schedule(count):
+        c = jnp.asarray(count)
+        value = jnp.full([], init_value, dtype=jnp.result_type(float))
+        for boundary, scale in steps:
+            value = jnp.where(c >= boundary, value * scale, value)
+        return value
+
+    return schedule
+
+
+@_shared
+def join_schedules(schedules, boundaries) -> Schedule:
+    """Schedules one after another: optax's ``join_schedules``::
+
+        η(count) = schedules[0](count)                         count < boundaries[0]
+        η(count) = schedules[i](count − boundaries[i − 1])     boundaries[i − 1] <= count < boundaries[i]
+        η(count) = schedules[−1](count − boundaries[−1])       count >= boundaries[−1]
+
+    so each schedule after the first starts again from count 0 at its boundary.  As in
+    optax, every schedule is evaluated at every count (as an array; a shifted count may
+    be negative) and ``jnp.where`` picks one value.
+
+    Args:
+      schedules: a non-empty list or tuple of schedules (callables count -> rate).
+      boundaries: a list or tuple of len(schedules) − 1 increasing ints >= 0.
+    """
+    where = "join_schedules"
+    if (not isinstance(schedules, (list, tuple)) or not schedules
+            or not all(callable(s) for s in schedules)):
+        raise TypeError(
+            f"{where}: schedules must be a non-empty list of schedules (callables count -> "
+            f"rate), got {schedules!r}")
+    if not isinstance(boundaries, (list, tuple)):
+        raise TypeError(f"{where}: boundaries must be a list of ints >= 0, got {boundaries!r}")
+    bounds = tuple(_v.integer(b, "each entry of boundaries", where=where, low=0)
+                   for b in boundaries)
+    if len(bounds) != len(schedules) - 1:
+        raise ValueError(
+            f"{where}: boundaries must have len(schedules) - 1 = {len(schedules) - 1} "
+            f"entries, got {list(boundaries)!r}")
+    if any(later <= earlier for earlier, later in zip(bounds, bounds[1:])):
+        raise ValueError(f"{where}: boundaries must be increasing, got {list(boundaries)!r}")
+    parts = tuple(schedules)
+
+    def schedule(count):
+        count = jnp.asarray(count)
+        value = parts[0](count)
+        for boundary, part in zip(bounds, parts[1:]):
+            value = jnp.where(count < boundary, value, part(count - boundary))
+        return value
+
+    return schedule
+
+
+# Older spellings, kept (with their old descriptions, so checkpoints written with them
+# still resume); the optax-shaped factories above are preferred.
+
+
+@_shared
+def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    """The older spelling of :func:`cosine_decay_schedule` (``exponent=1``).
+
+    η(count) = init_value · ((1 − α)·½(1 + cos(π·min(count, decay_steps)/decay_steps)) + α).
 
     Args:
       init_value: η at count 0, finite and >= 0.
@@ -449,16 +732,11 @@ def warmup_cosine_decay(
     decay_steps: int,
     end_value: float = 0.0,
 ) -> Schedule:
-    """Linear warm-up, then cosine decay; ``decay_steps`` is the TOTAL length.
-
-    With w = warmup_steps and D = decay_steps − w (the cosine part)::
+    """The older spelling of :func:`warmup_cosine_decay_schedule` (same arguments, equal
+    values up to rounding; ``decay_steps`` is the total length)::
 
         η(count) = init + (peak − init) · count / w                     count < w
         η(count) = end + (peak − end) · ½(1 + cos(π · min(count − w, D) / D))   count >= w
-
-    so η = init at count 0, peak at count w, end at count decay_steps and after.  As in
-    optax's ``warmup_cosine_decay_schedule`` (and unlike schedules whose decay length
-    excludes the warm-up), ``decay_steps`` counts the warm-up steps too.
 
     Args:
       init_value, peak_value, end_value: rates, finite and >= 0.
@@ -749,6 +1027,41 @@ def _is_weight(path) -> bool:
     return bool(path) and getattr(path[-1], "key", None) == "W"
 
 
+def _decay_mask(mask, params) -> PyTree:
+    """The full mask for `params`: a tree like params of Python bools (True: decay).
+
+    `mask` is None (the default: the leaves under the dict key "W"), a pytree of bools
+    with params' structure or a prefix of it (a bool at a node applies to every leaf
+    below), or a function params -> such a pytree.  Runs in plain Python at trace time.
+    """
+    if mask is None:
+        return jax.tree_util.tree_map_with_path(lambda path, _: _is_weight(path), params)
+    tree = mask(params) if callable(mask) else mask
+    source = "the pytree returned by mask(params)" if callable(mask) else "mask"
+    for leaf in jax.tree.leaves(tree):
+        if not isinstance(leaf, (bool, np.bool_)):
+            raise TypeError(
+                f"adamw: {source} must hold Python bools (True: decay that leaf or "
+                f"subtree), got a leaf {leaf!r}")
+    try:
+        return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), tree, params)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"adamw: {source} must have the structure of params or of a prefix of it "
+            f"(params is {jax.tree.structure(params)}), got {jax.tree.structure(tree)}: "
+            f"{e}") from None
+
+
+def _check_default_mask(params) -> None:
+    """ValueError when the default mask would decay nothing (no leaf under "W")."""
+    if not any(_is_weight(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]):
+        raise ValueError(
+            "adamw: mask=None (the default) decays the leaves under the dict key \"W\" (an "
+            "MLP's weight matrices), and these params have none, so nothing would be "
+            "decayed: pass mask= (a pytree of bools like params or a prefix of it, or a "
+            "function params -> one; mask=True decays every leaf), or weight_decay=0.0")
+
+
 @_shared
 def adamw(
     learning_rate,
@@ -757,19 +1070,29 @@ def adamw(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     weight_decay: float = 1e-4,
+    mask=None,
 ) -> GradientTransformation:
-    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), on ``W`` only.
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), on masked leaves.
 
     Update rule, per leaf, with λ = ``weight_decay`` and the symbols of :func:`adam`::
 
-        Δθ = −η (m̂ / (√(v̂ + ε_root) + ε) + λθ)   for θ = W   (dict key "W")
-        Δθ = −η  m̂ / (√(v̂ + ε_root) + ε)         for b, gamma, beta
+        Δθ = −η (m̂ / (√(v̂ + ε_root) + ε) + λθ)   for θ where the mask is True
+        Δθ = −η  m̂ / (√(v̂ + ε_root) + ε)         elsewhere
+
+    The default mask (``mask=None``) is True for the leaves stored under the dict key
+    ``"W"``: an MLP's weight matrices; biases and normalisation parameters are never
+    decayed, matching DESIGN.md's penalties.  On params with no ``"W"`` leaf the default
+    would decay nothing, so ``init`` (and ``update``) raise a ``ValueError`` asking for a
+    mask instead (unless ``weight_decay`` is 0).  As in optax, ``mask`` may be a pytree
+    of bools with the structure of the params or a prefix of it (a bool at a node covers
+    the whole subtree: ``mask=True`` decays everything), or a function ``params -> mask``
+    (called at ``init`` and at each ``update`` with the current params; it must return
+    Python bools, e.g. ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``).
 
     η is the scheduled rate at this step, so the decay follows the schedule (as in
-    optax and PyTorch ``AdamW``; the paper uses a separate multiplier).  Biases and
-    normalisation parameters are never decayed, matching DESIGN.md's penalties.  Unlike
-    an L2 penalty (``MLP(l2=...)``), the decay bypasses the moments.  PyTorch's
-    ``AdamW`` defaults to λ = 1e-2 and decays every parameter unless told otherwise.
+    optax and PyTorch ``AdamW``; the paper uses a separate multiplier).  Unlike an L2
+    penalty (``MLP(l2=...)``), the decay bypasses the moments.  PyTorch's ``AdamW``
+    defaults to λ = 1e-2 and decays every parameter unless told otherwise.
 
     ``update`` needs ``params`` (the current θ): ``opt.update(grads, state, params)``.
 
@@ -778,6 +1101,8 @@ def adamw(
       b1, b2: β₁, β₂ in [0, 1).
       eps, eps_root: ε, ε_root >= 0.
       weight_decay: λ >= 0.
+      mask: None (the ``"W"`` leaves), a pytree of bools (params' structure or a prefix),
+        or a function params -> such a pytree.
     Returns:
       A :class:`GradientTransformation` with :class:`AdamState`.
     """
@@ -787,8 +1112,20 @@ def adamw(
     eps = _v.nonneg_real(eps, "eps", where="adamw")
     eps_root = _v.nonneg_real(eps_root, "eps_root", where="adamw")
     weight_decay = _v.nonneg_real(weight_decay, "weight_decay", where="adamw")
+    if mask is not None and not callable(mask):
+        for leaf in jax.tree.leaves(mask):
+            if not isinstance(leaf, (bool, np.bool_)):
+                raise TypeError(
+                    f"adamw: mask must be None, a pytree of bools (True: decay that leaf or "
+                    f"subtree) or a function params -> one, got a leaf {leaf!r}")
+
+    def full_mask(params):
+        if mask is None and weight_decay:
+            _check_default_mask(params)
+        return _decay_mask(mask, params)
 
     def init(params):
+        full_mask(params)  # refuses a mask that does not fit, or a default that finds no W
         return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
 
     def update(updates, state, params=None):
@@ -798,18 +1135,19 @@ def adamw(
                 "adamw's update needs the current params for the weight decay: call "
                 "opt.update(grads, state, params)"
             )
+        decay_here = full_mask(params)
         eta = schedule(state.count)
         count = _increment(state.count)
         step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
                                        scale=-eta)
 
-        def decayed(path, u, theta):  # −η m̂/(…) − η λ θ
-            if not _is_weight(path) or not weight_decay:
+        def decayed(u, theta, decay):  # −η m̂/(…) − η λ θ
+            if not decay or not weight_decay:
                 return u
-            decay = jnp.asarray(eta * weight_decay).astype(u.dtype)
-            return u - decay * jnp.asarray(theta).astype(u.dtype)
+            factor = jnp.asarray(eta * weight_decay).astype(u.dtype)
+            return u - factor * jnp.asarray(theta).astype(u.dtype)
 
-        step = jax.tree_util.tree_map_with_path(decayed, step, params)
+        step = jax.tree.map(decayed, step, params, decay_here)
         return step, AdamState(count, mu, nu)
 
     return GradientTransformation(init, update)

@@ -51,8 +51,8 @@ from jaxmlp._validate import check_finite
 from jaxmlp import _validate as _v
 from jaxmlp.backprop import backprop_pass
 from jaxmlp.losses import check_inputs, data_loss, objective, prepare_targets
-from jaxmlp.model import (MLP, _check_key, check_mode, check_params, check_x, forward_pass,
-                          init_state)
+from jaxmlp.model import (MLP, _check_key, check_mode, check_model, check_params, check_x,
+                          forward_pass, init_state)
 
 Array = jax.Array
 
@@ -93,16 +93,17 @@ class DivergenceError(RuntimeError):
         self.params, self.opt_state, self.state, self.history = params, opt_state, state, history
 
 
-def _check_optimizer(optimizer):
+def _check_optimizer(optimizer, where: str):
     if not isinstance(optimizer, _optim.GradientTransformation):
         raise TypeError(
-            f"optimizer must be a jaxmlp.optim.GradientTransformation (e.g. "
+            f"{where}: optimizer must be a jaxmlp.optim.GradientTransformation (e.g. "
             f"jaxmlp.optim.adam(1e-3)), got {type(optimizer).__name__}")
 
 
-def _check_opt_state(optimizer, params, opt_state, name="opt_state"):
+def _check_opt_state(optimizer, params, opt_state, name="opt_state", *, where: str):
     """TypeError unless `opt_state` has the structure, shapes and dtypes of
     `optimizer.init(params)` (checked on abstract values: no compute)."""
+    name = f"{where}: {name}"
     expected = jax.eval_shape(optimizer.init, params)
     got_def = jax.tree_util.tree_structure(opt_state)
     want_def = jax.tree_util.tree_structure(expected)
@@ -123,6 +124,10 @@ def _check_opt_state(optimizer, params, opt_state, name="opt_state"):
 def _short(treedef, limit=160) -> str:
     text = str(treedef)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+#: The `where` of the messages of the step that `make_train_step` returns.
+_STEP = "make_train_step's step"
 
 
 def _check_grad(grad, where: str):
@@ -172,9 +177,8 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
     (batch, n_in), y as for `jaxmlp.loss`; `key` is needed when the model has dropout,
     `state` (from `jaxmlp.init_state`) when it has batch norm.
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
-    _check_optimizer(optimizer)
+    check_model(model, where="make_train_step")
+    _check_optimizer(optimizer, "make_train_step")
     _check_grad(grad, "make_train_step")
     grads_of = _grad_fn(model, grad)
     batch_norm = model.norm == "batch"
@@ -182,10 +186,12 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
     def step(params, opt_state, x, y, *, key=None, state=None):
         if batch_norm and state is None:
             raise ValueError(
-                "the model has batch norm: pass state=jaxmlp.init_state(model) to the step "
+                f"{_STEP}: the model has batch norm: pass state=jaxmlp.init_state(model) to "
+                f"the step "
                 "and use the state it returns next time")
-        x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state)
-        _check_opt_state(optimizer, params, opt_state)
+        x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
+                                 where=_STEP)
+        _check_opt_state(optimizer, params, opt_state, where=_STEP)
         if mesh is not None:
             _parallel.check_mesh(mesh, x.shape[0])
             x, y = _parallel.shard_constraint(mesh, (x, y))
@@ -325,10 +331,11 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, opt
     return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, cause, val)
 
 
-def _prepare_data(model, x, y, dtype, name):
-    x = check_x(model, x, f"{name} x" if name else "x")
-    y = prepare_targets(model, y, x.shape[0], dtype, f"{name} y" if name else "y")
-    check_finite(y, f"{name} y" if name else "y")
+def _prepare_data(model, x, y, dtype, name, *, where: str):
+    x = check_x(model, x, f"{name} x" if name else "x", where=where)
+    y = prepare_targets(model, y, x.shape[0], dtype, f"{name} y" if name else "y",
+                        where=where)
+    check_finite(y, f"{where}: {name} y" if name else f"{where}: y")
     return jnp.asarray(x, dtype), y
 
 
@@ -388,11 +395,10 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
       the last epoch without validation), `stopped_early`, `epochs_run`, and `state`
       (the final batch-norm statistics, or None).
     """
-    if not isinstance(model, MLP):
-        raise TypeError(f"model must be a jaxmlp.MLP, got {type(model).__name__}")
-    _check_optimizer(optimizer)
+    check_model(model, where="fit")
+    _check_optimizer(optimizer, "fit")
     _check_grad(grad, "fit")
-    check_params(model, params)
+    check_params(model, params, where="fit")
     epochs = _v.positive_int(epochs, "epochs", where="fit")
     unroll = _v.positive_int(unroll, "unroll", where="fit")
     checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where="fit")
@@ -403,9 +409,9 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
             raise ValueError("fit: patience (early stopping) needs validation=(x_val, y_val)")
     _v.nonneg_real(min_delta, "min_delta", where="fit")
     _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where="fit")
-    key = _check_key(key, "key")
+    key = _check_key(key, "key", where="fit")
     dtype = params[0]["W"].dtype
-    x, y = _prepare_data(model, x, y, dtype, "")
+    x, y = _prepare_data(model, x, y, dtype, "", where="fit")
     n = x.shape[0]
     if batch_size is None:
         batch_size = n
@@ -416,10 +422,11 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError(f"fit: validation must be a pair (x_val, y_val), got "
                             f"{type(validation).__name__}")
-        xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation")
+        xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation",
+                               where="fit")
     if model.norm == "batch":
         state = init_state(model, dtype=dtype) if state is None else state
-    check_mode(model, train=True, key=key, state=state)
+    check_mode(model, train=True, key=key, state=state, where="fit")
 
     _check_hyperparameters(optimizer, dtype)
 
@@ -580,9 +587,10 @@ def _check_hyperparameters(optimizer, dtype) -> None:
                 walk(v, where)
         elif isinstance(desc, float) and abs(desc) > limit:
             raise ValueError(
-                f"optimizer: {where} = {desc!r} overflows the parameters' dtype "
-                f"{jnp.dtype(dtype).name} (largest finite value {limit:.3g}); use a smaller "
-                f"value, or float64 parameters")
+                f"fit: optimizer must have hyperparameters that fit the parameters' dtype "
+                f"{jnp.dtype(dtype).name}, got {where} = {desc!r}: it overflows the parameters' "
+                f"dtype {jnp.dtype(dtype).name} (largest finite value {limit:.3g}); use a "
+                f"smaller value, or float64 parameters")
 
     walk(_optim.describe(optimizer), "")
 
@@ -658,18 +666,18 @@ def _resume(run: _Run, model, directory, key, signature) -> _Run:
     if saved_sig != signature:
         diffs = _differences(saved_sig, signature)
         raise ValueError(
-            f"checkpoint_dir {str(directory)!r} holds a run with other settings than this "
+            f"fit: checkpoint_dir {str(directory)!r} holds a run with other settings than this "
             f"call, so resuming it would silently change the run: " + "; ".join(diffs)
             + f". Pass the same settings and data to resume, or start afresh with another "
               f"checkpoint_dir (or delete {str(directory)!r})")
     if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
                                               jax.random.key_data(key)):
         raise ValueError(
-            f"checkpoint_dir {str(directory)!r} holds a run started with another key; "
+            f"fit: checkpoint_dir {str(directory)!r} holds a run started with another key; "
             f"pass the same key to resume, or use another folder")
     if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(run.opt_state):
         raise ValueError(
-            f"checkpoint_dir {str(directory)!r} holds a different optimizer's state")
+            f"fit: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
     history = dict(ckpt.extra["history"], state=ckpt.state)
     best_val = ckpt.extra["best_val"]
     aux = ckpt.aux or {}

@@ -356,22 +356,30 @@ def test_save_validates_its_arguments(tmp_path):
     params = saved_params(model)
     p = tmp_path / "x.npz"
     bad_extras = [
-        ({"a": np.float32(1.0)}, r"JSON-serialisable: extra\['a'\] is a float32 \(convert"),
-        ({"a": [1, {"b": object()}]}, r"JSON-serialisable: extra\['a'\]\[1\]\['b'\] is a object"),
-        ({"a": float("nan")}, r"JSON-serialisable: extra\['a'\] is nan"),
-        ({1: 2}, r"JSON-serialisable: extra has the key 1 of type int"),
-        ([1, 2], r"extra must be a dict"),
+        ({"a": np.float32(1.0)}, TypeError,
+         r"save: extra must be JSON-serialisable: extra\['a'\] is a float32 \(convert"),
+        ({"a": [1, {"b": object()}]}, TypeError,
+         r"save: extra must be JSON-serialisable: extra\['a'\]\[1\]\['b'\] is a object"),
+        ({"a": float("nan")}, ValueError,
+         r"save: extra must be JSON-serialisable: extra\['a'\] is nan"),
+        ({1: 2}, TypeError, r"save: extra must be JSON-serialisable: extra has the key 1 of type int"),
+        ([1, 2], TypeError, r"save: extra must be a dict"),
     ]
-    for extra, match in bad_extras:
-        with pytest.raises(ValueError, match=match):
+    for extra, error, match in bad_extras:
+        with pytest.raises(error, match=match):
             ckpt.save(p, params=params, extra=extra)
-    with pytest.raises(ValueError, match="step must be an int >= 0, got -1"):
+    with pytest.raises(ValueError, match="save: step must be an int >= 0, got -1"):
         ckpt.save(p, params=params, step=-1)
-    with pytest.raises(ValueError, match="step must be an int >= 0, got 1.5"):
+    with pytest.raises(TypeError, match="save: step must be an int >= 0, got 1.5"):
         ckpt.save(p, params=params, step=1.5)
-    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] must have shape \(8, 3\)"):
+    with pytest.raises(TypeError, match="save: step must be an int >= 0, got True"):
+        ckpt.save(p, params=params, step=True)
+    with pytest.raises(TypeError, match="save: params must be a params pytree, got None"):
+        ckpt.save(p, params=None)
+    with pytest.raises(ValueError,
+                       match=r"save: params\[0\]\['W'\] must have shape \(8, 3\)"):
         ckpt.save(p, params=saved_params(jm.MLP((3, 4, 2))), model=model)
-    with pytest.raises(TypeError, match="is a float; checkpoint trees hold arrays"):
+    with pytest.raises(TypeError, match="save: opt_state/lr is a float; checkpoint trees hold arrays"):
         ckpt.save(p, params=params, opt_state={"lr": 0.1})
     with pytest.raises(TypeError, match="checkpoint dict keys must be strings"):
         ckpt.save(p, params=params, opt_state={1: jnp.zeros(2)})
@@ -380,7 +388,7 @@ def test_save_validates_its_arguments(tmp_path):
         ckpt.save(p, params=params, opt_state=Foreign(jnp.zeros(()), (), ()))
     with pytest.raises(TypeError, match="PRNG key array; pass the key as save"):
         ckpt.save(p, params=params, opt_state=jax.random.key(0))
-    with pytest.raises(TypeError, match="key must be a jax.random.key"):
+    with pytest.raises(TypeError, match="save: key must be a jax.random.key"):
         ckpt.save(p, params=params, key=3)
     assert os.listdir(tmp_path) == []            # nothing written by any failed save
 

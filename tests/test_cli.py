@@ -53,9 +53,9 @@ def test_train_regression_csv(tmp_path, capsys):
     (["train", "--dataset", "xor", "--csv", "x.csv"], "either --dataset or --csv"),
     (["train", "--dropout", "1.5", "--epochs", "1"], "MLP: dropout must be a number in [0, 1)"),
     (["train", "--activation", "swish", "--epochs", "1"], "MLP: activation must be one of"),
-    (["train", "--batch-size", "0", "--epochs", "1"], "batch_size must be a positive int"),
-    (["train", "--epochs", "0"], "epochs must be a positive int"),
-    (["train", "--lr", "-1", "--epochs", "1"], "lr must be > 0"),
+    (["train", "--batch-size", "0", "--epochs", "1"], "train: error: --batch-size must be a positive int, got 0"),
+    (["train", "--epochs", "0"], "train: error: --epochs must be a positive int, got 0"),
+    (["train", "--lr", "-1", "--epochs", "1"], "--lr must be a finite number > 0, got -1.0"),
 ])
 def test_train_bad_input_exits_2(argv, message, tmp_path, capsys):
     assert cli.main(argv + ["--out", str(tmp_path)]) == 2
@@ -130,5 +130,7 @@ def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monk
     out = tmp_path / "taken"
     out.write_text("not a folder")
     assert cli.main(["train", "--epochs", "1", "--out", str(out), "--quiet"]) == 2
-    assert f"--out {out} exists and is not a folder" in capsys.readouterr().err
+    assert (f"jaxmlp train: error: --out must be a folder (to write model.ckpt, history.json "
+            f"and metrics.json into), got {str(out)!r}: it exists and is not a folder"
+            in capsys.readouterr().err)
     assert out.read_text() == "not a folder"

@@ -531,11 +531,13 @@ def test_standardize_shapes_and_errors():
     z, scaler = data.standardize(np.arange(5))  # 1-D, integer input → float32
     assert z.dtype == np.float32 and scaler.mean.shape == ()
     np.testing.assert_allclose(z, (np.arange(5) - 2) / np.sqrt(2), rtol=1e-6)
-    with pytest.raises(ValueError, match=r"others\[1\].*\(n, 3\).*\(4, 2\)"):
+    with pytest.raises(ValueError, match=r"standardize: others\[1\].*\(n, 3\).*\(4, 2\)"):
         data.standardize(np.ones((4, 3)), np.ones((4, 3)), np.ones((4, 2)))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="fit_standardizer: x_train must be finite, got an array "
+                                         "with NaN"):
         data.fit_standardizer(np.array([[1.0], [np.nan]]))
-    with pytest.raises(ValueError, match="n >= 1"):
+    with pytest.raises(ValueError, match=r"fit_standardizer: x_train must have at least 1 "
+                                         r"row\(s\), got shape \(0, 3\)"):
         data.fit_standardizer(np.zeros((0, 3)))
 
 
@@ -655,20 +657,20 @@ def test_one_hot():
 
 
 @pytest.mark.parametrize(
-    "labels, k, match",
+    "labels, k, error, match",
     [
-        ([0, -1], None, ">= 0"),
-        ([0, 3], 3, "< num_classes=3"),
-        ([0.5, 1.0], None, "whole numbers"),
-        ([0.0, np.nan], None, "whole numbers"),
-        ([True, False], None, "booleans"),
-        (["a"], None, "integers"),
-        ([0, 1], 0, "num_classes"),
-        (np.zeros(0, int), None, "num_classes"),
+        ([0, -1], None, ValueError, "one_hot: labels must be >= 0"),
+        ([0, 3], 3, ValueError, "one_hot: labels must be < num_classes=3"),
+        ([0.5, 1.0], None, ValueError, "one_hot: labels must be whole numbers"),
+        ([0.0, np.nan], None, ValueError, "one_hot: labels must be whole numbers"),
+        ([True, False], None, TypeError, "one_hot: labels must be integers, got booleans"),
+        (["a"], None, TypeError, "one_hot: labels must be integers"),
+        ([0, 1], 0, ValueError, "one_hot: num_classes"),
+        (np.zeros(0, int), None, ValueError, "one_hot: num_classes"),
     ],
 )
-def test_one_hot_errors(labels, k, match):
-    with pytest.raises(ValueError, match=match):
+def test_one_hot_errors(labels, k, error, match):
+    with pytest.raises(error, match=match):
         data.one_hot(np.asarray(labels), k)
 
 

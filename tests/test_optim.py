@@ -179,27 +179,27 @@ CASES = [
     ),
     Case(
         "sgd-momentum-staircase-schedule",
-        lambda: optim.sgd(optim.exponential_decay(0.1, 0.5, 10, staircase=True), 0.9),
+        lambda: optim.sgd(optim.exponential_decay(0.1, 10, 0.5, staircase=True), 0.9),
         np_sgd(np_exponential_decay(0.1, 0.5, 10, staircase=True), 0.9),
     ),
     Case(
         "rmsprop-exponential-schedule",
-        lambda: optim.rmsprop(optim.exponential_decay(0.01, 0.9, 7), centered=True),
+        lambda: optim.rmsprop(optim.exponential_decay(0.01, 7, 0.9), centered=True),
         np_rmsprop(np_exponential_decay(0.01, 0.9, 7), centered=True),
     ),
     Case(
         "adam-warmup-cosine-schedule",
-        lambda: optim.adam(optim.warmup_cosine_decay(0.0, 0.01, 5, 25, end_value=1e-3)),
+        lambda: optim.adam(optim.warmup_cosine_decay_schedule(0.0, 0.01, 5, 25, end_value=1e-3)),
         np_adam(np_warmup_cosine(0.0, 0.01, 5, 25, 1e-3)),
     ),
     Case(
         "adamw-cosine-schedule",
-        lambda: optim.adamw(optim.cosine_decay(0.01, 20, alpha=0.1), weight_decay=0.05),
+        lambda: optim.adamw(optim.cosine_decay_schedule(0.01, 20, alpha=0.1), weight_decay=0.05),
         np_adam(np_cosine_decay(0.01, 20, 0.1), weight_decay=0.05),
     ),
     Case(
         "adagrad-schedule",
-        lambda: optim.adagrad(optim.cosine_decay(0.2, 40)),
+        lambda: optim.adagrad(optim.cosine_decay_schedule(0.2, 40)),
         np_adagrad(np_cosine_decay(0.2, 40)),
     ),
 ]
@@ -274,13 +274,116 @@ def test_adamw_decays_W_only():
 def test_adamw_without_W_keys_equals_adam_and_needs_params():
     params = {"a": jnp.ones(3), "nested": (jnp.full((2, 2), 0.5),)}
     grads = {"a": jnp.array([0.1, -2.0, 3.0]), "nested": (jnp.array([[1.0, -1], [2, 3]]),)}
-    adamw, adam = optim.adamw(1e-2, weight_decay=0.5), optim.adam(1e-2)
+    # no "W" leaf: the default mask refuses (test_adamw_default_mask_needs_a_W_leaf), so
+    # say "decay nothing" with mask=False
+    adamw, adam = optim.adamw(1e-2, weight_decay=0.5, mask=False), optim.adam(1e-2)
     u_w, s_w = jax.jit(adamw.update)(grads, adamw.init(params), params)
     u_a, s_a = jax.jit(adam.update)(grads, adam.init(params), params)
     chex.assert_trees_all_equal(u_w, u_a)
     chex.assert_trees_all_equal(s_w, s_a)
     with pytest.raises(ValueError, match="params"):
         adamw.update(grads, adamw.init(params))
+
+
+def _adamw_against_reference(opt, params, mask_leaves, lr, wd, seed, n_steps=6):
+    """Runs `opt` (an adamw) n_steps under jit and compares each leaf with np_adam's hand
+    computation, decayed where `mask_leaves` (flat, in params' leaf order) is True."""
+    rng = np.random.default_rng(seed)
+    grads = [jax.tree.map(lambda p: rng.standard_normal(p.shape), params)
+             for _ in range(n_steps)]
+    step = jax.jit(opt.update)
+    state, theta, history = opt.init(params), params, []
+    for g in grads:
+        u, state = step(g, state, theta)
+        theta = optim.apply_updates(theta, u)
+        history.append(u)
+    leaves0 = jax.tree.leaves(params)
+    assert len(mask_leaves) == len(leaves0)
+    for i, (theta0, decayed) in enumerate(zip(leaves0, mask_leaves)):
+        expected = np_adam(const(lr), weight_decay=wd)(
+            np.asarray(theta0), [np.asarray(jax.tree.leaves(g)[i]) for g in grads], decayed)
+        np.testing.assert_allclose([jax.tree.leaves(u)[i] for u in history], expected,
+                                   rtol=1e-10, atol=1e-15)
+
+
+def test_adamw_mask_on_a_dict_pytree():
+    rng = np.random.default_rng(7)
+    params = {"dense": {"kernel": jnp.asarray(rng.standard_normal((3, 2))),
+                        "bias": jnp.asarray(rng.standard_normal(2))},
+              "scale": jnp.asarray(rng.standard_normal(2))}
+    # leaves in key order: dense.bias, dense.kernel, scale
+    full = {"dense": {"kernel": True, "bias": False}, "scale": False}
+    _adamw_against_reference(optim.adamw(0.05, weight_decay=0.3, mask=full), params,
+                             [False, True, False], 0.05, 0.3, seed=1)
+    prefix = {"dense": True, "scale": False}  # a bool covers its whole subtree
+    _adamw_against_reference(optim.adamw(0.05, weight_decay=0.3, mask=prefix), params,
+                             [True, True, False], 0.05, 0.3, seed=2)
+    by_rank = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
+    _adamw_against_reference(optim.adamw(0.05, weight_decay=0.3, mask=by_rank), params,
+                             [False, True, False], 0.05, 0.3, seed=3)
+
+
+def test_adamw_mask_on_a_tuple_pytree():
+    rng = np.random.default_rng(8)
+    params = (jnp.asarray(rng.standard_normal((2, 3))), jnp.asarray(rng.standard_normal(3)))
+    _adamw_against_reference(optim.adamw(0.1, weight_decay=0.2, mask=(True, False)), params,
+                             [True, False], 0.1, 0.2, seed=4)
+    _adamw_against_reference(optim.adamw(0.1, weight_decay=0.2, mask=(False, True)), params,
+                             [False, True], 0.1, 0.2, seed=5)
+    _adamw_against_reference(optim.adamw(0.1, weight_decay=0.2, mask=True), params,
+                             [True, True], 0.1, 0.2, seed=6)
+
+
+def test_adamw_default_mask_on_an_mlp_decays_the_weight_matrices():
+    import jaxmlp as jm
+    model = jm.MLP((3, 4, 2), norm="layer")
+    params = jm.init_params(jax.random.key(0), model, dtype=jnp.float64)
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    is_w = [p[-1].key == "W" for p in paths]  # today's behaviour: "W" leaves only
+    assert sum(is_w) == 2 and len(is_w) == 6  # W, b, beta, gamma; W, b
+    _adamw_against_reference(optim.adamw(0.02, weight_decay=0.5), params, is_w, 0.02, 0.5,
+                             seed=9)
+    explicit = [{k: k == "W" for k in layer} for layer in params]
+    a, b = optim.adamw(0.02, weight_decay=0.5), optim.adamw(0.02, weight_decay=0.5,
+                                                            mask=explicit)
+    g = jax.tree.map(jnp.ones_like, params)
+    chex.assert_trees_all_equal(a.update(g, a.init(params), params),
+                                b.update(g, b.init(params), params))
+
+
+def test_adamw_default_mask_needs_a_W_leaf():
+    params = {"a": jnp.ones(3), "nested": (jnp.full((2, 2), 0.5),)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    opt = optim.adamw(1e-2, weight_decay=0.5)
+    with pytest.raises(ValueError, match=r"^adamw: mask=None .* pass mask="):
+        opt.init(params)
+    with pytest.raises(ValueError, match=r"^adamw: mask=None"):  # and at the update
+        jax.jit(opt.update)(grads, optim.adam(1e-2).init(params), params)
+    optim.adamw(1e-2, weight_decay=0.0).init(params)  # nothing to decay: no mask needed
+
+
+@pytest.mark.parametrize("mask, params, error, match", [
+    ({"a": 1}, {"a": jnp.ones(2)}, TypeError, r"^adamw: mask must be None, a pytree of bools"),
+    ({"a": True}, {"a": jnp.ones(2), "b": jnp.ones(2)}, ValueError,
+     r"^adamw: mask must have the structure of params or of a prefix of it"),
+    ((True, False, True), (jnp.ones(2), jnp.ones(2)), ValueError, r"^adamw: mask must have"),
+    (lambda p: jax.tree.map(lambda x: x.ndim, p), {"a": jnp.ones(2)}, TypeError,
+     r"^adamw: the pytree returned by mask\(params\) must hold Python bools"),
+])
+def test_adamw_refuses_a_bad_mask(mask, params, error, match):
+    with pytest.raises(error, match=match):
+        optim.adamw(1e-2, mask=mask).init(params)
+
+
+def test_adamw_mask_is_described_and_shared():
+    a = optim.adamw(1e-3, mask={"x": True, "y": False})
+    assert a is optim.adamw(1e-3, mask={"y": False, "x": True})
+    d = optim.describe(a)
+    assert d["args"]["mask"] == [["x", True], ["y", False]]
+    assert d != optim.describe(optim.adamw(1e-3, mask={"x": False, "y": True}))
+    assert optim.describe(optim.adamw(1e-3))["args"]["mask"] is None
+    import json
+    assert json.loads(json.dumps(d)) == d
 
 
 def test_schedule_learning_rate_starts_at_count_zero():
@@ -318,28 +421,28 @@ SCHEDULE_GOLDENS = [
     ("constant", optim.constant_schedule(0.3), {0: 0.3, 7: 0.3, 10_000: 0.3}),
     (
         "exponential",
-        optim.exponential_decay(2.0, 0.5, 10),
+        optim.exponential_decay(2.0, 10, 0.5),
         {0: 2.0, 5: 2.0 * math.sqrt(0.5), 10: 1.0, 25: 2.0 * 0.5**2.5},
     ),
     (
         "exponential-staircase",
-        optim.exponential_decay(2.0, 0.5, 10, staircase=True),
+        optim.exponential_decay(2.0, 10, 0.5, staircase=True),
         {0: 2.0, 9: 2.0, 10: 1.0, 25: 0.5},
     ),
     (
         "cosine",
-        optim.cosine_decay(2.0, 8, alpha=0.1),
+        optim.cosine_decay_schedule(2.0, 8, alpha=0.1),
         {0: 2.0, 2: 2.0 * (0.9 * COS_QUARTER + 0.1), 4: 1.1, 8: 0.2, 100: 0.2},
     ),
-    ("cosine-alpha0", optim.cosine_decay(1.0, 4), {0: 1.0, 2: 0.5, 4: 0.0, 9: 0.0}),
+    ("cosine-alpha0", optim.cosine_decay_schedule(1.0, 4), {0: 1.0, 2: 0.5, 4: 0.0, 9: 0.0}),
     (
         "warmup-cosine",
-        optim.warmup_cosine_decay(0.0, 1.0, 10, 110, end_value=0.1),
+        optim.warmup_cosine_decay_schedule(0.0, 1.0, 10, 110, end_value=0.1),
         {0: 0.0, 5: 0.5, 10: 1.0, 35: 0.1 + 0.9 * COS_QUARTER, 60: 0.55, 110: 0.1, 500: 0.1},
     ),
     (
         "warmup-cosine-no-warmup",
-        optim.warmup_cosine_decay(0.5, 1.0, 0, 10),
+        optim.warmup_cosine_decay_schedule(0.5, 1.0, 0, 10),
         {0: 1.0, 5: 0.5, 10: 0.0},
     ),
 ]
@@ -410,11 +513,11 @@ def test_identity_and_empty_chain():
 STRUCT_OPTIMIZERS = {
     "sgd-nesterov": lambda: optim.sgd(0.1, momentum=0.9, nesterov=True),
     "rmsprop-centered-momentum": lambda: optim.rmsprop(0.1, centered=True, momentum=0.9),
-    "adam": lambda: optim.adam(optim.cosine_decay(1e-3, 10)),
+    "adam": lambda: optim.adam(optim.cosine_decay_schedule(1e-3, 10)),
     "adamw": lambda: optim.adamw(1e-3),
     "adagrad": lambda: optim.adagrad(0.1),
     "chain-clip-adam": lambda: optim.chain(
-        optim.clip_by_global_norm(1.0), optim.adam(optim.warmup_cosine_decay(0, 1e-3, 2, 10))
+        optim.clip_by_global_norm(1.0), optim.adam(optim.warmup_cosine_decay_schedule(0, 1e-3, 2, 10))
     ),
 }
 
@@ -471,8 +574,8 @@ def test_equal_arguments_give_one_optimizer_so_jit_compiles_once():
     assert optim.adam(1e-3) is optim.adam(learning_rate=1e-3, b1=0.9)
     assert optim.adam(1e-3) is not optim.adam(1e-3, b1=0.8)
     assert optim.adam(1e-3) is not optim.adamw(1e-3)
-    sched = optim.cosine_decay(0.1, 100)
-    assert sched is optim.cosine_decay(0.1, decay_steps=100, alpha=0.0)
+    sched = optim.cosine_decay_schedule(0.1, 100)
+    assert sched is optim.cosine_decay_schedule(0.1, decay_steps=100, alpha=0.0)
     assert optim.sgd(sched) is optim.sgd(sched)
     assert (optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
             is optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)))
@@ -534,17 +637,17 @@ BAD = [
     (lambda: optim.clip_by_global_norm(-1.0), ValueError, "max_norm"),
     (lambda: optim.chain(optim.adam(0.1), "sgd"), TypeError, "chain.*argument 1"),
     (lambda: optim.constant_schedule(float("nan")), ValueError, "value"),
-    (lambda: optim.exponential_decay(-1.0, 0.5, 10), ValueError, "init_value"),
-    (lambda: optim.exponential_decay(1.0, 0.0, 10), ValueError, "decay_rate"),
-    (lambda: optim.exponential_decay(1.0, 0.5, 0), ValueError, "transition_steps.*0"),
-    (lambda: optim.exponential_decay(1.0, 0.5, 2.5), TypeError, "transition_steps"),
-    (lambda: optim.exponential_decay(1.0, 0.5, 10, staircase="no"), TypeError, "staircase"),
-    (lambda: optim.cosine_decay(1.0, 0), ValueError, "decay_steps"),
-    (lambda: optim.cosine_decay(1.0, 10, alpha=1.5), ValueError, "alpha.*1.5"),
-    (lambda: optim.warmup_cosine_decay(0.0, 1.0, 10, 10), ValueError, "decay_steps"),
-    (lambda: optim.warmup_cosine_decay(0.0, 1.0, -1, 10), ValueError, "warmup_steps"),
-    (lambda: optim.warmup_cosine_decay(0.0, float("nan"), 1, 10), ValueError, "peak_value"),
-    (lambda: optim.warmup_cosine_decay(0.0, 1.0, 1, 10, end_value=-0.1), ValueError, "end_value"),
+    (lambda: optim.exponential_decay(-1.0, 10, 0.5), ValueError, "init_value"),
+    (lambda: optim.exponential_decay(1.0, 10, 0.0), ValueError, "decay_rate"),
+    (lambda: optim.exponential_decay(1.0, 0, 0.5), ValueError, "transition_steps.*0"),
+    (lambda: optim.exponential_decay(1.0, 2.5, 0.5), TypeError, "transition_steps"),
+    (lambda: optim.exponential_decay(1.0, 10, 0.5, staircase="no"), TypeError, "staircase"),
+    (lambda: optim.cosine_decay_schedule(1.0, 0), ValueError, "decay_steps"),
+    (lambda: optim.cosine_decay_schedule(1.0, 10, alpha=1.5), ValueError, "alpha.*1.5"),
+    (lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10), ValueError, "decay_steps"),
+    (lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, -1, 10), ValueError, "warmup_steps"),
+    (lambda: optim.warmup_cosine_decay_schedule(0.0, float("nan"), 1, 10), ValueError, "peak_value"),
+    (lambda: optim.warmup_cosine_decay_schedule(0.0, 1.0, 1, 10, end_value=-0.1), ValueError, "end_value"),
 ]
 
 
@@ -605,10 +708,11 @@ def test_describe_names_type_and_every_hyperparameter():
     assert d == {"name": "adam", "args": {"learning_rate": 0.001, "b1": 0.9, "b2": 0.999,
                                           "eps": 1e-8, "eps_root": 0.0}}
     assert optim.describe(optim.adam(1e-3, b1=0.8)) != d
-    sched = optim.describe(optim.sgd(optim.exponential_decay(0.1, 0.5, 10)))
+    sched = optim.describe(optim.sgd(optim.exponential_decay(0.1, 10, 0.5)))
     assert sched["args"]["learning_rate"] == {
         "name": "exponential_decay",
-        "args": {"init_value": 0.1, "decay_rate": 0.5, "transition_steps": 10, "staircase": False}}
+        "args": {"init_value": 0.1, "transition_steps": 10, "decay_rate": 0.5,
+                 "transition_begin": 0, "staircase": False, "end_value": None}}
     chained = optim.describe(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)))
     assert [t["name"] for t in chained["args"]["transforms"]] == ["clip_by_global_norm", "adam"]
     a = optim.describe(optim.sgd(lambda c: 0.1))

@@ -367,7 +367,9 @@ def test_nonfinite_or_overflowing_starts_are_refused_before_training(tiny32):
     inf = [{"W": params[0]["W"], "b": params[0]["b"].at[0].set(-jnp.inf)}]
     with pytest.raises(ValueError, match=r"params\[0\]\['b'\] contains Inf"):
         jm.fit(model, inf, optim.sgd(0.1), x, y, epochs=1, batch_size=None, key=jax.random.key(0))
-    with pytest.raises(ValueError, match="sgd's learning_rate = 1e\\+39 overflows .* float32"):
+    with pytest.raises(ValueError, match="fit: optimizer must have hyperparameters that fit the "
+                                         "parameters' dtype float32, got sgd's learning_rate = "
+                                         "1e\\+39: it overflows .* float32"):
         jm.fit(model, params, optim.sgd(1e39), x, y, epochs=1, batch_size=None,
                key=jax.random.key(0))
     with pytest.raises(ValueError, match="chain → sgd's learning_rate"):
