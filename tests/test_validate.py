@@ -227,3 +227,35 @@ def test_jaxmlp_train_flags(flags, message, tmp_path, capsys):
     args = cli.build_parser().parse_args(["train", *flags])
     with pytest.raises(ValueError, match="^" + re.escape(f"jaxmlp train: {message}") + "$"):
         cli._check_args(args)
+
+
+def _ref_args(**changes):
+    args = dict(weights=[np.ones((3, 2))], biases=[np.zeros(3)], x=np.ones((4, 2)),
+                y=np.ones((4, 3)))
+    args.update(changes)
+    return args
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(x=np.ones((4, 5))), ValueError, r"reference_gradients: x must have shape \(m, 2\)"),
+    (dict(x=np.full((4, 2), np.nan)), ValueError, "reference_gradients: x contains NaN"),
+    (dict(weights=np.ones((3, 2))), TypeError, "reference_gradients: weights must be a list"),
+    (dict(y=np.ones((4, 2))), ValueError, r"reference_gradients: y must have shape"),
+])
+def test_oracle_checks_name_the_function(changes, error, match):
+    from jaxmlp import oracle
+    a = _ref_args(**changes)
+    with pytest.raises(error, match="^" + match):
+        oracle.reference_gradients(a["weights"], a["biases"], a["x"], a["y"],
+                                   activation="relu", output="identity", loss="mse")
+
+
+def test_compare_checks_name_the_function():
+    from jaxmlp import oracle
+    a = _ref_args()
+    ref = oracle.reference_gradients(a["weights"], a["biases"], a["x"], a["y"],
+                                     activation="relu", output="identity", loss="mse")
+    with pytest.raises(ValueError, match="^compare: candidate has no 'db'"):
+        oracle.compare({"dW": ref["dW"]}, ref)
+    with pytest.raises(ValueError, match=r"^compare: candidate\['dW'\] has 2 entries"):
+        oracle.compare({"dW": ref["dW"] * 2, "db": ref["db"]}, ref)

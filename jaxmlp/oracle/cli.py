@@ -219,7 +219,9 @@ def _layers_from(arrays: dict) -> int:
 
 
 def _cli_names(message: str) -> str:
-    """Python-API names in a message → the file's keys (weights[0] → W1, …)."""
+    """Python-API names in a message → the file's keys (weights[0] → W1, …); the API
+    function's name in front is dropped (the file is the argument here)."""
+    message = re.sub(r"^(reference_gradients|compare): ", "", message)
     for api, key in (("weights", "W"), ("biases", "b")):
         message = re.sub(api + r"\[(\d+)\]", lambda m: f"{key}{int(m.group(1)) + 1}", message)
     message = re.sub(r"^(x|y)\b", lambda m: m.group(1).upper(), message)

@@ -266,6 +266,15 @@ def _forward_cache(model: MLP, params, x):
     return zs, acts
 
 
+def _named(e: Exception, where: str) -> Exception:
+    """The same error with the public function's name in front (the house style: "<function>:
+    <argument> must be …"), unless it already has one."""
+    text = str(e)
+    if text.startswith((f"{where}: ", "probe: ", "compare: ", "MLP: ", "Convention ")):
+        return e
+    return type(e)(f"{where}: {text}")
+
+
 def reference_gradients(weights, biases, x=_UNSET, y=_UNSET, *, activation, output: str, loss: str,
                         convention="jaxmlp", l2: float = 0.0, layout=None,
                         n_train=None) -> dict:
@@ -329,22 +338,25 @@ def reference_gradients(weights, biases, x=_UNSET, y=_UNSET, *, activation, outp
         and y (naming expected and actual shapes), NaN/Inf, labels or targets out of
         range, a negative l2, an n_train that is not a positive integer.
     """
-    conv = _check_convention(convention, layout)
-    if y is _UNSET:
-        if x is _UNSET:
-            raise TypeError("reference_gradients takes (weights, biases, x, y) or "
-                            "(params, x, y): got two positional arguments")
-        params, x, y = weights, biases, x
-        weights, biases, container = _containers.unpack(params)
-    else:
-        container = _containers.Container("lists")
-    data_layout = "batch_first" if conv.data == "batch_first" else "features_first"
-    activation = _check_names(activation, output, loss)
-    l2 = _check_l2(l2, "reference_gradients")
-    Ws, bs, sizes = _check_weights(weights, biases, conv)
-    model = MLP(sizes, activation=activation, output=output, loss=base_loss(loss))
-    xb = _check_x(x, sizes[0], data_layout)
-    yb = _check_y(y, sizes[-1], xb.shape[0], data_layout, loss)
+    try:
+        conv = _check_convention(convention, layout)
+        if y is _UNSET:
+            if x is _UNSET:
+                raise TypeError("reference_gradients takes (weights, biases, x, y) or "
+                                "(params, x, y): got two positional arguments")
+            params, x, y = weights, biases, x
+            weights, biases, container = _containers.unpack(params)
+        else:
+            container = _containers.Container("lists")
+        data_layout = "batch_first" if conv.data == "batch_first" else "features_first"
+        activation = _check_names(activation, output, loss)
+        l2 = _check_l2(l2, "reference_gradients")
+        Ws, bs, sizes = _check_weights(weights, biases, conv)
+        model = MLP(sizes, activation=activation, output=output, loss=base_loss(loss))
+        xb = _check_x(x, sizes[0], data_layout)
+        yb = _check_y(y, sizes[-1], xb.shape[0], data_layout, loss)
+    except (TypeError, ValueError) as e:
+        raise _named(e, "reference_gradients") from None
     m, K = xb.shape[0], sizes[-1]
 
     params = [{"W": W, "b": b.reshape(-1)} for W, b in zip(Ws, bs)]

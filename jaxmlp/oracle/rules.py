@@ -51,6 +51,7 @@ import numpy as np
 from jaxmlp import _validate as _v
 from jaxmlp import activations as _act
 from jaxmlp.oracle.containers import check_numbered
+from jaxmlp.oracle.reference import _named
 from jaxmlp.oracle.conventions import CONVENTIONS, FIELDS, Convention
 from jaxmlp.oracle.report import Entry, OracleReport, measure, real_array, summary, sup
 
@@ -1106,27 +1107,30 @@ def compare(candidate, reference, *, rtol: float = 1e-6, atol: float = 1e-9) -> 
         dict, missing keys, list lengths that differ from the number of layers,
         non-numeric arrays), or a negative tolerance.
     """
-    rtol = _v.nonneg_real(rtol, "rtol", where="compare")
-    atol = _v.nonneg_real(atol, "atol", where="compare")
-    ref = _Ref(reference)
-    if isinstance(candidate, Mapping) and ("dW" in candidate) != ("db" in candidate):
-        missing = "db" if "dW" in candidate else "dW"
-        raise ValueError(f"candidate has no {missing!r}: it must be a dict with 'dW' and "
-                         f"'db' lists (one array per layer), got keys {sorted(candidate)}")
-    if isinstance(candidate, Mapping) and "dW" not in candidate:
-        _check_layer_keys(candidate, ref.L)
-    if not isinstance(candidate, Mapping) or "dW" not in candidate:
-        try:
-            candidate = gradients_from(candidate, [ref.user("dW", l, W) for l, W in
-                                                   enumerate(ref.i.W)] if ref.i else None)
-        except TypeError as e:
-            raise TypeError(f"candidate: {e}") from None
-    quantities = ["dW", "db"]
-    if candidate.get("delta") is not None:
-        if ref.delta is None:
-            raise ValueError("candidate has 'delta' but the reference has none")
-        quantities.append("delta")
-    cand = {q: _array_list(candidate, q, "candidate", ref.L) for q in quantities}
+    try:
+        rtol = _v.nonneg_real(rtol, "rtol", where="compare")
+        atol = _v.nonneg_real(atol, "atol", where="compare")
+        ref = _Ref(reference)
+        if isinstance(candidate, Mapping) and ("dW" in candidate) != ("db" in candidate):
+            missing = "db" if "dW" in candidate else "dW"
+            raise ValueError(f"candidate has no {missing!r}: it must be a dict with 'dW' and "
+                             f"'db' lists (one array per layer), got keys {sorted(candidate)}")
+        if isinstance(candidate, Mapping) and "dW" not in candidate:
+            _check_layer_keys(candidate, ref.L)
+        if not isinstance(candidate, Mapping) or "dW" not in candidate:
+            try:
+                candidate = gradients_from(candidate, [ref.user("dW", l, W) for l, W in
+                                                       enumerate(ref.i.W)] if ref.i else None)
+            except TypeError as e:
+                raise TypeError(f"candidate: {e}") from None
+        quantities = ["dW", "db"]
+        if candidate.get("delta") is not None:
+            if ref.delta is None:
+                raise ValueError("candidate has 'delta' but the reference has none")
+            quantities.append("delta")
+        cand = {q: _array_list(candidate, q, "candidate", ref.L) for q in quantities}
+    except (TypeError, ValueError) as e:
+        raise _named(e, "compare") from None
 
     measures = {q: [measure(c, r, rtol, atol) for c, r in zip(cand[q], ref.get(q))]
                 for q in quantities}
