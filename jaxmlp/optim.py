@@ -19,32 +19,34 @@ and the parameters move by θ ← θ + Δθ (:func:`apply_updates`).
 
 The design is optax's: an optimizer is a :class:`GradientTransformation`, a NamedTuple of
 two pure functions ``init(params) -> state`` and ``update(updates, state, params=None) ->
-(updates, state)``; hyperparameters are closed over by a factory that validates them in
-plain Python before any tracing; states are NamedTuples of pytrees, rebuilt and returned,
-never mutated.  The updates returned are already negated, so :func:`apply_updates` adds::
+(updates, state)``; a factory validates the hyperparameters (Python numbers in plain
+Python before any tracing, concrete arrays the same way, traced ones not at all), and
+``init`` puts every number into the state (``state.hyperparams``, as optax's
+``inject_hyperparams`` does, without a wrapper), where ``update`` reads it: optimizers
+that differ only in their numbers are equal and share compiled programs (see
+:class:`GradientTransformation`, :func:`hyperparams`); states are NamedTuples of pytrees,
+rebuilt and returned, never mutated.  The updates returned are already negated, so :func:`apply_updates` adds::
 
     opt = adam(1e-3)
     state = opt.init(params)
     updates, state = opt.update(grads, state, params)
     params = apply_updates(params, updates)
 
-State leaves (moments, accumulators) have the shapes and dtypes of the params, and every
-state carries an int32 scalar ``count``.  ``learning_rate`` is a positive number or a
-schedule ``count -> η`` (see :func:`constant_schedule` and the others); η is cast to each
+State leaves (moments, accumulators) have the shapes and dtypes of the params, every
+state carries an int32 scalar ``count``, and an optimizer's state a dict ``hyperparams``
+of scalars (the default float dtype; int32 for a schedule's step counts).
+``learning_rate`` is a positive number, a scalar array, or a schedule ``count -> η`` (see
+:func:`constant_schedule` and the others); η and every hyperparameter are cast to each
 leaf's dtype, so float32 params stay float32.  Everything jit-compiles and works on any
 params pytree.
 """
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
-import inspect
 import math
 import numbers
-import threading
-import weakref
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +82,8 @@ __all__ = [
     "identity",
     "chain",
     "describe",
+    "hyperparams",
+    "current_learning_rate",
 ]
 
 PyTree = Any
@@ -100,10 +104,63 @@ class GradientTransformation(NamedTuple):
       update: ``update(updates, state, params=None) -> (updates, new_state)``; ``updates``
         in is a gradient-shaped pytree, ``updates`` out has the same structure and, for an
         optimizer, is the negated step Δθ to add to the params.
+
+    A transformation made by this module's factories keeps its numeric hyperparameters
+    in its *state* (``state.hyperparams``, put there by ``init``), and its ``update``
+    reads them from there only.  Two transformations are equal (and hash alike) when
+    they have the same factory and the same structure (for example ``nesterov``,
+    ``centered``, the kind of schedule, the ``adamw`` mask, whether a momentum or a
+    weight decay is zero), whatever their numbers: ``adam(1e-3) == adam(3e-3)``, so
+    ``jax.jit`` with the optimizer as a static argument (as in ``fit`` and
+    ``make_train_step``) compiles once for both.  Because of that, call ``init``
+    outside any function that takes the optimizer as a static argument and pass the
+    state in (a function traced for ``adam(1e-3)`` and reused for ``adam(3e-3)`` would
+    otherwise build ``adam(1e-3)``'s state); ``jax.jit(opt.init)`` itself is safe.
+    Transformations assembled by hand from two functions compare by those functions.
     """
 
     init: Callable[[PyTree], Any]
     update: Callable[..., tuple[PyTree, Any]]
+
+    def __eq__(self, other):
+        if isinstance(self.update, _Made) and isinstance(other, GradientTransformation):
+            return self.update == other.update
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        if isinstance(self.update, _Made):
+            return hash(self.update)
+        return tuple.__hash__(self)
+
+
+class _Made:
+    """The ``update`` of a transformation made by a factory of this module: calls `fn`;
+    equal to another when their `key` (factory name and static structure, no numbers)
+    is equal; carries the factory's `name` and validated `args` for :func:`describe`."""
+
+    def __init__(self, fn, key, name, args):
+        functools.update_wrapper(self, fn)  # __name__, __wrapped__ (the signature), …
+        self.fn, self.key, self.name, self.args = fn, key, name, args
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other):
+        return type(other) is _Made and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return f"<{self.name}.update>"
+
+
+def _made(name: str, args: dict, static: tuple, init, update) -> GradientTransformation:
+    """A GradientTransformation whose equality is (name, static)."""
+    return GradientTransformation(init, _Made(update, (name,) + tuple(static), name, args))
 
 
 class EmptyState(NamedTuple):
@@ -111,37 +168,44 @@ class EmptyState(NamedTuple):
 
 
 class SgdState(NamedTuple):
-    """``count``: int32 scalar; ``velocity``: v, like params, or ``()`` when momentum is 0."""
+    """``count``: int32 scalar; ``velocity``: v, like params, or ``()`` when momentum is 0;
+    ``hyperparams``: the numeric hyperparameters (see :func:`hyperparams`)."""
 
     count: jax.Array
     velocity: PyTree
+    hyperparams: dict
 
 
 class RmsPropState(NamedTuple):
     """``count``: int32 scalar; ``nu``: s (running mean of g²), like params; ``mu``: m
     (running mean of g), like params when centered else ``()``; ``momentum``: u, like
-    params when momentum > 0 else ``()``."""
+    params when momentum > 0 else ``()``; ``hyperparams``: see :func:`hyperparams`."""
 
     count: jax.Array
     nu: PyTree
     mu: PyTree
     momentum: PyTree
+    hyperparams: dict
 
 
 class AdamState(NamedTuple):
     """``count``: int32 scalar (t − 1); ``mu``: m, first moment; ``nu``: v, second moment
-    (both like params, uncorrected).  Used by :func:`adam` and :func:`adamw`."""
+    (both like params, uncorrected); ``hyperparams``: see :func:`hyperparams`.  Used by
+    :func:`adam` and :func:`adamw`."""
 
     count: jax.Array
     mu: PyTree
     nu: PyTree
+    hyperparams: dict
 
 
 class AdagradState(NamedTuple):
-    """``count``: int32 scalar; ``sum_of_squares``: s = s₀ + Σ g², like params."""
+    """``count``: int32 scalar; ``sum_of_squares``: s = s₀ + Σ g², like params;
+    ``hyperparams``: see :func:`hyperparams`."""
 
     count: jax.Array
     sum_of_squares: PyTree
+    hyperparams: dict
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
@@ -163,81 +227,52 @@ def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
 # --------------------------------------------------------------------------------------
 
 
-_SHARED_MAX = 256  # distinct argument sets remembered per constructor
+def _float_dtype():
+    """The dtype of a state's real hyperparameters: the default float (float64 under x64),
+    so that scalar arithmetic on them (b₁ᵗ, a schedule) is as exact as on Python floats."""
+    return jnp.result_type(float)
 
 
-def _shared(constructor):
-    """Makes `constructor` return one object per distinct set of arguments (defaults
-    filled in).
-
-    `fit` and `make_train_step` take the optimizer as a static argument of `jax.jit`, and
-    a GradientTransformation compares by the identity of its two functions: without this,
-    ``fit(..., adam(1e-3), ...)`` called twice compiled its epoch twice (seconds on a CPU).
-    Arguments are keyed by type and value (so ``nesterov=1`` is still refused after
-    ``nesterov=True`` was accepted); a call with an unhashable argument (an array, a
-    tracer) builds a new object, as does a call after the ``_SHARED_MAX`` most recent
-    argument sets have pushed its entry out.  Sharing is safe: the objects are immutable
-    pairs of pure functions.
-    """
-    cache = collections.OrderedDict()
-    lock = threading.Lock()
-    signature = inspect.signature(constructor)
-
-    @functools.wraps(constructor)
-    def make(*args, **kwargs):
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:  # let the constructor itself refuse the call
-            return constructor(*args, **kwargs)
-        bound.apply_defaults()  # adam(1e-3) and adam(learning_rate=1e-3, b1=0.9) are one
-        try:
-            key = tuple((k, _freeze(v)) for k, v in bound.arguments.items())
-            hash(key)
-        except TypeError:  # unhashable: nothing to share
-            made = constructor(*args, **kwargs)
-            _remember(made, constructor.__name__, bound.arguments)
-            return made
-        with lock:
-            made = cache.get(key)
-            if made is not None:
-                cache.move_to_end(key)
-                return made
-        made = constructor(*args, **kwargs)  # validates: an error is not remembered
-        _remember(made, constructor.__name__, bound.arguments)
-        with lock:
-            made = cache.setdefault(key, made)  # another thread may have been first
-            if len(cache) > _SHARED_MAX:
-                cache.popitem(last=False)
-        return made
-
-    return make
+def _number(value, name: str, where: str, check, *, integer: bool = False):
+    """A numeric hyperparameter, validated: a Python (or NumPy) number goes through
+    `check` as before and comes back as a float (int for `integer`); a scalar array is
+    checked the same way when concrete, taken as is when traced (a sweep can vmap over
+    it), and comes back as an array of the state's dtype (int32 for `integer`).  An
+    array that is not a scalar is refused, naming `name`."""
+    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, np.bool_):
+        dtype = value.dtype
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            return check(value, name, where=where)  # TypeError naming the argument
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{where}: {name} must be a scalar, got an array of shape "
+                             f"{jnp.shape(value)}")
+        if not isinstance(value, jax.core.Tracer):
+            check(np.asarray(value).item(), name, where=where)
+        return jnp.asarray(value, jnp.int32 if integer else _float_dtype())
+    return check(value, name, where=where)
 
 
-def _freeze(value):
-    """A hashable key for an argument: (type, value), with lists, tuples and dicts (a
-    mask, ``boundaries_and_scales``, ``join_schedules``' lists) frozen entry by entry.
-    TypeError when something inside is unhashable (an array) or a dict's keys do not
-    sort."""
-    if isinstance(value, dict):
-        items = sorted(value.items(), key=lambda kv: kv[0])
-        return (dict, tuple((_freeze(k), _freeze(v)) for k, v in items))
-    if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_freeze(v) for v in value))
-    return (type(value), value)
+def _traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
 
 
-# What each object made by a factory of this module was made from (its factory's name and
-# arguments), for `describe`; keyed weakly by the object's function (a schedule, or an
-# optimizer's `update`), so nothing here keeps an optimizer alive.
-_MADE_FROM: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def _is_zero(value) -> bool:
+    """True for a concrete hyperparameter equal to 0 (a structural zero: no state for a
+    momentum of 0, no decay for a weight decay of 0); a traced one may be anything."""
+    return not _traced(value) and float(value) == 0.0
 
 
-def _remember(made, name: str, arguments) -> None:
-    fn = made.update if isinstance(made, GradientTransformation) else made
-    try:
-        _MADE_FROM[fn] = (name, dict(arguments))
-    except TypeError:  # not weak-referenceable: nothing to remember
-        pass
+def _state_values(values):
+    """A pytree of hyperparameters (Python numbers and arrays) as a state's arrays: a
+    float in the default float dtype, an int as int32, an array as it is (`_number`
+    already gave it its dtype)."""
+    def leaf(v):
+        if isinstance(v, (jax.Array, np.ndarray)):
+            return jnp.asarray(v)
+        if isinstance(v, numbers.Integral):
+            return jnp.asarray(v, jnp.int32)
+        return jnp.asarray(v, _float_dtype())
+    return jax.tree.map(leaf, values)
 
 
 def _code_digest(fn) -> str:
@@ -262,21 +297,21 @@ def describe(obj) -> Any:
     """A JSON-serialisable description of an optimizer, schedule or hyperparameter.
 
     An object made by this module's factories is described by the factory's name and its
-    arguments (defaults filled in), recursively: ``describe(adam(1e-3))`` is
+    arguments as validated (defaults filled in; the numbers are the values its ``init``
+    puts into the state's ``hyperparams``), recursively: ``describe(adam(1e-3))`` is
     ``{"name": "adam", "args": {"learning_rate": 0.001, "b1": 0.9, …}}``.  A user's own
     callable is named by its module and qualified name, with a digest of its code; an
-    array by its shape, dtype and a SHA-256 of its bytes; a dict (an ``adamw`` mask,
-    ``boundaries_and_scales``) as a list of ``[key, value]`` pairs sorted by key.  Two
-    optimizers with equal descriptions compute the same updates; `fit` stores the
-    description in its checkpoints and refuses to resume a run with another one.
+    array by its shape, dtype and a SHA-256 of its bytes (no digest for a tracer); a
+    dict (an ``adamw`` mask, ``boundaries_and_scales``) as a list of ``[key, value]``
+    pairs sorted by key.  Two optimizers with equal descriptions compute the same
+    updates; `fit` stores the description in its checkpoints and refuses to resume a run
+    with another one (another type *or* other values, although both share a compile).
     """
-    if callable(obj) or isinstance(obj, GradientTransformation):
-        try:
-            made = _MADE_FROM.get(obj.update if isinstance(obj, GradientTransformation) else obj)
-        except TypeError:  # not weak-referenceable (a builtin): not made here
-            made = None
-        if made is not None:
-            return {"name": made[0], "args": {k: describe(v) for k, v in made[1].items()}}
+    if isinstance(obj, GradientTransformation) and isinstance(obj.update, _Made):
+        return {"name": obj.update.name,
+                "args": {k: describe(v) for k, v in obj.update.args.items()}}
+    if isinstance(obj, _Schedule):
+        return {"name": obj.name, "args": {k: describe(v) for k, v in obj.args.items()}}
     if isinstance(obj, GradientTransformation):  # assembled by hand from two functions
         return {"name": "GradientTransformation", "init": _qualname(obj.init),
                 "update": _qualname(obj.update), "code": _code_digest(obj.update)}
@@ -311,72 +346,128 @@ def _qualname(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _learning_rate(learning_rate: Any, where: str) -> Schedule:
-    """Turns ``learning_rate`` into a schedule, validating a number (> 0, finite).
+class _Rate(NamedTuple):
+    """A validated learning rate: `arg` (for describe); `at(values, count)` the raw rate
+    from the schedule's numbers as stored in the state (None for a constant rate);
+    `values` the schedule's numbers; `key` its static part (compared by jit)."""
 
-    A scalar array is accepted too: checked when concrete, taken as is when traced (so a
-    learning-rate sweep can ``vmap`` over it without recompiling).
-    """
-    if callable(learning_rate):
-        rate = _checked_schedule(learning_rate)
-        with jax.ensure_compile_time_eval():
-            rate(jnp.zeros([], jnp.int32))  # refuses a vector, NaN or negative rate now
-        return rate
-    if isinstance(learning_rate, (jax.Array, np.ndarray)) and not isinstance(
-        learning_rate, (bool, np.bool_)
-    ):
-        if jnp.ndim(learning_rate) != 0:
-            raise ValueError(
-                f"{where}: learning_rate must be a scalar, got an array of shape "
-                f"{jnp.shape(learning_rate)}"
-            )
-        try:
-            _v.positive_real(float(learning_rate), "learning_rate", where=where)
-        except jax.errors.ConcretizationTypeError:
-            pass  # traced: its value is only known at run time
-        return lambda count: learning_rate
-    if isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
-        learning_rate, numbers.Real
-    ):
+    arg: Any
+    at: Optional[Callable]
+    values: Any
+    key: tuple
+
+
+def _learning_rate(learning_rate: Any, where: str) -> _Rate:
+    """Validates ``learning_rate``: a number > 0 (finite), a scalar array (checked when
+    concrete, taken as is when traced, so a learning-rate sweep can ``vmap`` over it
+    without recompiling), a schedule of this module, or a user's callable count -> rate
+    (checked at count 0 now, when its rate is concrete)."""
+    if isinstance(learning_rate, _Schedule):
+        rate = _Rate(learning_rate, learning_rate.formula, learning_rate.values,
+                     ("schedule", learning_rate))
+    elif callable(learning_rate):
+        fn = learning_rate
+        rate = _Rate(fn, lambda values, count: fn(count), {}, ("callable", fn))
+    elif isinstance(learning_rate, (bool, np.bool_)) or not isinstance(
+            learning_rate, (numbers.Real, jax.Array, np.ndarray)):
         raise TypeError(
             f"{where}: learning_rate must be a number > 0 or a schedule callable "
             f"count -> rate, got {learning_rate!r}"
         )
-    rate = _v.positive_real(learning_rate, "learning_rate", where=where)
-    return lambda count: rate
-
-
-def _checked_schedule(schedule: Schedule) -> Schedule:
-    """`schedule` with its output checked: a real scalar (else an error when traced), and
-    finite and >= 0.  A concrete rate that is not is refused (ValueError naming the
-    count); a traced one becomes NaN, so that the update is NaN and `fit`'s divergence
-    guard stops at that very step with the last finite parameters kept (a negative rate
-    would otherwise climb the loss without a sign)."""
-
-    def rate(count):
-        eta = schedule(count)
-        try:
-            shape, dtype = jnp.shape(eta), jnp.result_type(eta)
-        except TypeError:
-            raise TypeError(f"the learning_rate schedule must return a number, got "
-                            f"{type(eta).__name__}") from None
-        if shape != ():
-            raise ValueError(f"the learning_rate schedule must return a scalar rate, got an "
-                             f"array of shape {shape}")
-        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-            raise TypeError(f"the learning_rate schedule must return a real number, got "
-                            f"dtype {dtype}")
-        if not isinstance(eta, jax.core.Tracer):
-            value = float(eta)
-            if not (math.isfinite(value) and value >= 0):
-                at = ("" if isinstance(count, jax.core.Tracer)
-                      else f" at count {int(count)}")
-                raise ValueError(f"the learning_rate schedule returned {value!r}{at}: rates "
-                                 f"must be finite and >= 0")
-            return eta
-        return jnp.where(jnp.isfinite(eta) & (eta >= 0), eta, jnp.nan)
-
+    else:
+        value = _number(learning_rate, "learning_rate", where, _v.positive_real)
+        return _Rate(value, None, None, ("constant",))
+    with jax.ensure_compile_time_eval():
+        _checked_rate(rate.at(rate.values, jnp.zeros([], jnp.int32)), 0)  # refuses a bad rate now
     return rate
+
+
+def _checked_rate(eta, count):
+    """A schedule's rate, checked: a real scalar (else an error when traced), and finite
+    and >= 0.  A concrete rate that is not is refused (ValueError naming the count); a
+    traced one becomes NaN, so that the update is NaN and `fit`'s divergence guard stops
+    at that very step with the last finite parameters kept (a negative rate would
+    otherwise climb the loss without a sign).  Returned in the state's float dtype."""
+    try:
+        shape, dtype = jnp.shape(eta), jnp.result_type(eta)
+    except TypeError:
+        raise TypeError(f"the learning_rate schedule must return a number, got "
+                        f"{type(eta).__name__}") from None
+    if shape != ():
+        raise ValueError(f"the learning_rate schedule must return a scalar rate, got an "
+                         f"array of shape {shape}")
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"the learning_rate schedule must return a real number, got "
+                        f"dtype {dtype}")
+    if not _traced(eta):
+        value = float(eta)  # before the cast: the message shows the value returned
+        if not (math.isfinite(value) and value >= 0):
+            at = "" if _traced(count) else f" at count {int(count)}"
+            raise ValueError(f"the learning_rate schedule returned {value!r}{at}: rates "
+                             f"must be finite and >= 0")
+        return jnp.asarray(eta, _float_dtype())
+    return _guard(jnp.asarray(eta, _float_dtype()))
+
+
+def _guard(eta):
+    """η where it is finite and >= 0, else NaN (a NaN update, caught by fit's guard)."""
+    return jnp.where(jnp.isfinite(eta) & (eta >= 0), eta, jnp.nan)
+
+
+def _rate_hyperparams(rate: _Rate) -> dict:
+    """The learning-rate entries of a new state: ``learning_rate`` (the number, or for a
+    schedule η at count 0, the rate of the first update) and with a schedule,
+    ``schedule``, the schedule's numbers."""
+    if rate.at is None:
+        return {"learning_rate": rate.arg}
+    values = _state_values(rate.values)
+    return {"learning_rate": _checked_rate(rate.at(values, _zero_count()), 0),
+            "schedule": values}
+
+
+def _rate_now(rate: _Rate, hp: dict, count):
+    """(η for the update at `count`, the new state's hyperparams): a schedule is
+    evaluated from the state's numbers and its rate stored as ``learning_rate``."""
+    if rate.at is None:
+        return _guard(hp["learning_rate"]), hp
+    eta = _checked_rate(rate.at(hp["schedule"], count), count)
+    return eta, dict(hp, learning_rate=eta)
+
+
+def hyperparams(state) -> Any:
+    """The current hyperparameters held by an optimizer state, for logging.
+
+    A dict of scalar arrays for one optimizer's state, keyed by the factory's argument
+    names (``learning_rate``, ``b1``, ``eps``, ``weight_decay``, …).  With a schedule,
+    ``learning_rate`` is the rate the latest update used (before any update: the rate
+    the first one will use, η(0)), and the schedule's own numbers are under
+    ``schedule``.  For a :func:`chain`'s state, the
+    tuple of its transformations' dicts (``{}`` for a stateless one).  Works eagerly and
+    under ``jit``/``vmap``.
+    """
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        hp = getattr(state, "hyperparams", None)
+        return dict(hp) if isinstance(hp, dict) else {}
+    if isinstance(state, tuple):
+        return tuple(hyperparams(s) for s in state)
+    return {}
+
+
+def current_learning_rate(state) -> Optional[jax.Array]:
+    """The learning rate of `state`'s latest update (a scalar array,
+    ``hyperparams(state)["learning_rate"]``; before any update, the first update's), or
+    None when the state holds none; in a :func:`chain`'s state, that of the first
+    transformation that has one."""
+    def first(hp):
+        if isinstance(hp, tuple):
+            for h in hp:
+                found = first(h)
+                if found is not None:
+                    return found
+            return None
+        return hp.get("learning_rate")
+
+    return first(hyperparams(state))
 
 
 def _expect_state(state, kind: type, name: str) -> None:
@@ -392,12 +483,40 @@ def _expect_state(state, kind: type, name: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
+class _Schedule:
+    """A schedule made by a factory of this module: ``schedule(count)`` is the rate.
+
+    Its numbers are in `values` (Python numbers, or arrays and tracers: a schedule can
+    be swept), its formula in `formula(values, count)`, which reads every number from
+    `values`, so an optimizer keeps them in its state and evaluates the formula there.
+    Equal (and hashing alike) to another when `key` (the factory and the static options:
+    ``staircase``, whether ``end_value`` is given, the boundaries of a piecewise
+    constant schedule, …) is; `name` and `args` are for :func:`describe`."""
+
+    __slots__ = ("name", "args", "values", "formula", "key", "__weakref__")
+
+    def __init__(self, name, args, values, formula, static=()):
+        self.name, self.args, self.values, self.formula = name, args, values, formula
+        self.key = (name,) + tuple(static)
+
+    def __call__(self, count):
+        return self.formula(self.values, count)
+
+    def __eq__(self, other):
+        return type(other) is _Schedule and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __repr__(self):
+        return f"<schedule {self.name}>"
+
+
 def _as_float(count: jax.Array) -> jax.Array:
     """count as the default float dtype (float64 under x64), for exact rate arithmetic."""
     return jnp.asarray(count).astype(jnp.result_type(float))
 
 
-@_shared
 def constant_schedule(value: float) -> Schedule:
     """η(count) = value  (optax's ``constant_schedule``).
 
@@ -406,17 +525,21 @@ def constant_schedule(value: float) -> Schedule:
     Returns:
       A schedule; ``schedule(count)`` is a float scalar array.
     """
-    value = _v.nonneg_real(value, "value", where="constant_schedule")
+    where = "constant_schedule"
+    value = _number(value, "value", where, _v.nonneg_real)
 
-    def schedule(count):
-        return jnp.full([], value, dtype=jnp.result_type(float))
+    def formula(v, count):
+        return jnp.full([], v["value"], dtype=_float_dtype())
 
-    return schedule
+    return _Schedule(where, {"value": value}, {"value": value}, formula)
 
 
 def _steps(value, name: str, where: str) -> int:
     """A step count >= 1.  optax turns a count <= 0 into a constant schedule (with only a
     log line); here it is refused, with that said."""
+    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, np.bool_):
+        return _number(value, name, where, lambda x, n, where: _steps(x, n, where),
+                       integer=True)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{where}: {name} must be a positive int, got {value!r}")
     value = int(value)
@@ -427,7 +550,18 @@ def _steps(value, name: str, where: str) -> int:
     return value
 
 
-@_shared
+def _count(value, name: str, where: str, low: int):
+    """A step count or boundary: an int >= low (or a scalar int array: checked when
+    concrete, kept as int32; traced, as is)."""
+    return _number(value, name, where,
+                   lambda x, n, where: _v.integer(x, n, where=where, low=low), integer=True)
+
+
+def _is_one(value) -> bool:
+    """True for a concrete exponent of 1 (no power taken: the plain cosine)."""
+    return not _traced(value) and float(value) == 1.0
+
+
 def linear_schedule(
     init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
 ) -> Schedule:
@@ -446,19 +580,19 @@ def linear_schedule(
       transition_begin: int >= 0, the count where the ramp starts.
     """
     where = "linear_schedule"
-    init_value = _v.nonneg_real(init_value, "init_value", where=where)
-    end_value = _v.nonneg_real(end_value, "end_value", where=where)
-    transition_steps = _steps(transition_steps, "transition_steps", where)
-    transition_begin = _v.integer(transition_begin, "transition_begin", where=where, low=0)
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                end_value=_number(end_value, "end_value", where, _v.nonneg_real),
+                transition_steps=_steps(transition_steps, "transition_steps", where),
+                transition_begin=_count(transition_begin, "transition_begin", where, 0))
 
-    def schedule(count):
-        k = jnp.clip(_as_float(count) - transition_begin, 0.0, transition_steps)
-        return (init_value - end_value) * (1.0 - k / transition_steps) + end_value
+    def formula(v, count):
+        steps = v["transition_steps"]
+        k = jnp.clip(_as_float(count) - v["transition_begin"], 0.0, steps)
+        return (v["init_value"] - v["end_value"]) * (1.0 - k / steps) + v["end_value"]
 
-    return schedule
+    return _Schedule(where, args, dict(args), formula)
 
 
-@_shared
 def exponential_decay(
     init_value: float,
     transition_steps: int,
@@ -492,36 +626,44 @@ def exponential_decay(
       end_value: None, or a bound, finite and >= 0.
     """
     where = "exponential_decay"
-    init_value = _v.nonneg_real(init_value, "init_value", where=where)
-    transition_steps = _steps(transition_steps, "transition_steps", where)
-    decay_rate = _v.positive_real(decay_rate, "decay_rate", where=where)
-    transition_begin = _v.integer(transition_begin, "transition_begin", where=where, low=0)
-    staircase = _v.flag(staircase, "staircase", where=where)
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                transition_steps=_steps(transition_steps, "transition_steps", where),
+                decay_rate=_number(decay_rate, "decay_rate", where, _v.positive_real),
+                transition_begin=_count(transition_begin, "transition_begin", where, 0),
+                staircase=_v.flag(staircase, "staircase", where=where),
+                end_value=None)
     if end_value is not None:
-        end_value = _v.real(end_value, "end_value", where=where, low=0.0,
-                            expected="None or a finite number >= 0")
-    bound = jnp.maximum if decay_rate < 1.0 else jnp.minimum
+        args["end_value"] = _number(
+            end_value, "end_value", where,
+            lambda x, n, where: _v.real(x, n, where=where, low=0.0,
+                                        expected="None or a finite number >= 0"))
+    staircase, bounded = args["staircase"], end_value is not None
+    values = {k: v for k, v in args.items() if k not in ("staircase", "end_value")}
+    if bounded:
+        values["end_value"] = args["end_value"]
 
-    def schedule(count):
-        steps = _as_float(count) - transition_begin
-        p = steps / transition_steps
+    def formula(v, count):
+        steps = _as_float(count) - v["transition_begin"]
+        p = steps / v["transition_steps"]
         if staircase:
             p = jnp.floor(p)
-        value = jnp.where(steps <= 0, init_value, init_value * decay_rate**p)
-        if end_value is not None:
-            value = bound(value, end_value)
+        init, rate = v["init_value"], v["decay_rate"]
+        value = jnp.where(steps <= 0, init, init * rate**p)
+        if bounded:  # a lower bound when decaying, an upper bound when growing
+            end = v["end_value"]
+            value = jnp.where(rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end))
         return value
 
-    return schedule
+    return _Schedule(where, args, values, formula, (staircase, bounded))
 
 
-def _cosine_factor(count, decay_steps: int, exponent: float):
-    """(½(1 + cos(π·min(count, decay_steps)/decay_steps)))^exponent, count a float."""
+def _cosine_factor(count, decay_steps, exponent):
+    """(½(1 + cos(π·min(count, decay_steps)/decay_steps)))^exponent, count a float;
+    exponent None for 1 (no power taken)."""
     cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.minimum(count, decay_steps) / decay_steps))
-    return cosine if exponent == 1.0 else cosine**exponent
+    return cosine if exponent is None else cosine**exponent
 
 
-@_shared
 def cosine_decay_schedule(
     init_value: float, decay_steps: int, alpha: float = 0.0, exponent: float = 1.0
 ) -> Schedule:
@@ -539,19 +681,20 @@ def cosine_decay_schedule(
       exponent: the power of the cosine factor, finite and > 0.
     """
     where = "cosine_decay_schedule"
-    init_value = _v.nonneg_real(init_value, "init_value", where=where)
-    decay_steps = _v.integer(decay_steps, "decay_steps", where=where, low=1)
-    alpha = _v.probability(alpha, "alpha", where=where)
-    exponent = _v.positive_real(exponent, "exponent", where=where)
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                decay_steps=_count(decay_steps, "decay_steps", where, 1),
+                alpha=_number(alpha, "alpha", where, _v.probability),
+                exponent=_number(exponent, "exponent", where, _v.positive_real))
+    plain = _is_one(args["exponent"])
 
-    def schedule(count):
-        factor = _cosine_factor(_as_float(count), decay_steps, exponent)
-        return init_value * ((1.0 - alpha) * factor + alpha)
+    def formula(v, count):
+        factor = _cosine_factor(_as_float(count), v["decay_steps"],
+                                None if plain else v["exponent"])
+        return v["init_value"] * ((1.0 - v["alpha"]) * factor + v["alpha"])
 
-    return schedule
+    return _Schedule(where, args, dict(args), formula, (plain,))
 
 
-@_shared
 def warmup_cosine_decay_schedule(
     init_value: float,
     peak_value: float,
@@ -580,37 +723,42 @@ def warmup_cosine_decay_schedule(
       exponent: the power of the cosine factor, finite and > 0.
     """
     where = "warmup_cosine_decay_schedule"
-    init_value = _v.nonneg_real(init_value, "init_value", where=where)
-    peak_value = _v.nonneg_real(peak_value, "peak_value", where=where)
-    warmup_steps = _v.integer(warmup_steps, "warmup_steps", where=where, low=0)
-    decay_steps = _v.integer(decay_steps, "decay_steps", where=where, low=1)
-    end_value = _v.nonneg_real(end_value, "end_value", where=where)
-    exponent = _v.positive_real(exponent, "exponent", where=where)
-    if decay_steps <= warmup_steps:
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                peak_value=_number(peak_value, "peak_value", where, _v.nonneg_real),
+                warmup_steps=_count(warmup_steps, "warmup_steps", where, 0),
+                decay_steps=_count(decay_steps, "decay_steps", where, 1),
+                end_value=_number(end_value, "end_value", where, _v.nonneg_real),
+                exponent=_number(exponent, "exponent", where, _v.positive_real))
+    warm_n, decay_n = args["warmup_steps"], args["decay_steps"]
+    if not _traced(warm_n) and not _traced(decay_n) and int(decay_n) <= int(warm_n):
         raise ValueError(
-            f"{where}: decay_steps must be > warmup_steps ({warmup_steps}): it is the total "
+            f"{where}: decay_steps must be > warmup_steps ({int(warm_n)}): it is the total "
             f"length including warm-up, got {decay_steps!r}")
-    if peak_value == 0.0 and end_value != 0.0:
+    peak, end = args["peak_value"], args["end_value"]
+    if _is_zero(peak) and not _traced(end) and float(end) != 0.0:
         raise ValueError(
             f"{where}: end_value must be 0 when peak_value is 0 (the decay is relative to "
             f"the peak), got {end_value!r}")
-    alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
-    cosine_steps = decay_steps - warmup_steps
+    plain, warms = _is_one(args["exponent"]), not _is_zero(warm_n)
 
-    def schedule(count):
+    def formula(v, count):
         c = _as_float(count)
-        factor = _cosine_factor(c - warmup_steps, cosine_steps, exponent)
-        value = peak_value * ((1.0 - alpha) * factor + alpha)
-        if warmup_steps:
-            k = jnp.clip(c, 0.0, warmup_steps)
-            warm = (init_value - peak_value) * (1.0 - k / warmup_steps) + peak_value
-            value = jnp.where(c < warmup_steps, warm, value)
+        peak, warmup = v["peak_value"], v["warmup_steps"]
+        safe_peak = jnp.where(peak == 0.0, 1.0, peak)
+        alpha = jnp.where(peak == 0.0, 0.0, v["end_value"] / safe_peak)
+        factor = _cosine_factor(c - warmup, v["decay_steps"] - warmup,
+                                None if plain else v["exponent"])
+        value = peak * ((1.0 - alpha) * factor + alpha)
+        if warms:
+            w = jnp.maximum(warmup, 1)  # a traced 0: the warm branch is never picked
+            k = jnp.clip(c, 0.0, w)
+            warm = (v["init_value"] - peak) * (1.0 - k / w) + peak
+            value = jnp.where(c < warmup, warm, value)
         return value
 
-    return schedule
+    return _Schedule(where, args, dict(args), formula, (plain, warms))
 
 
-@_shared
 def piecewise_constant_schedule(
     init_value: float, boundaries_and_scales: dict | None = None
 ) -> Schedule:
@@ -628,7 +776,7 @@ def piecewise_constant_schedule(
         ints >= 0, scales finite and >= 0.
     """
     where = "piecewise_constant_schedule"
-    init_value = _v.nonneg_real(init_value, "init_value", where=where)
+    init_value = _number(init_value, "init_value", where, _v.nonneg_real)
     if boundaries_and_scales is None:
         steps = ()
     elif not isinstance(boundaries_and_scales, dict):
@@ -639,21 +787,24 @@ def piecewise_constant_schedule(
         steps = []
         for b, s in boundaries_and_scales.items():
             b = _v.integer(b, "each boundary (key) of boundaries_and_scales", where=where, low=0)
-            s = _v.nonneg_real(s, f"boundaries_and_scales[{b!r}]", where=where)
+            s = _number(s, f"boundaries_and_scales[{b!r}]", where, _v.nonneg_real)
             steps.append((b, s))
-        steps = tuple(sorted(steps))
+        steps = tuple(sorted(steps, key=lambda bs: bs[0]))
+    boundaries = tuple(b for b, _ in steps)
+    args = {"init_value": init_value,
+            "boundaries_and_scales": None if boundaries_and_scales is None else dict(steps)}
+    values = {"init_value": init_value, "scales": [s for _, s in steps]}
 
-    def schedule(count):
+    def formula(v, count):
         c = jnp.asarray(count)
-        value = jnp.full([], init_value, dtype=jnp.result_type(float))
-        for boundary, scale in steps:
+        value = jnp.full([], v["init_value"], dtype=_float_dtype())
+        for boundary, scale in zip(boundaries, v["scales"]):
             value = jnp.where(c >= boundary, value * scale, value)
         return value
 
-    return schedule
+    return _Schedule(where, args, values, formula, (boundaries,))
 
 
-@_shared
 def join_schedules(schedules, boundaries) -> Schedule:
     """Schedules one after another: optax's ``join_schedules``::
 
@@ -677,31 +828,37 @@ def join_schedules(schedules, boundaries) -> Schedule:
             f"rate), got {schedules!r}")
     if not isinstance(boundaries, (list, tuple)):
         raise TypeError(f"{where}: boundaries must be a list of ints >= 0, got {boundaries!r}")
-    bounds = tuple(_v.integer(b, "each entry of boundaries", where=where, low=0)
-                   for b in boundaries)
+    bounds = [_count(b, "each entry of boundaries", where, 0) for b in boundaries]
     if len(bounds) != len(schedules) - 1:
         raise ValueError(
             f"{where}: boundaries must have len(schedules) - 1 = {len(schedules) - 1} "
             f"entries, got {list(boundaries)!r}")
-    if any(later <= earlier for earlier, later in zip(bounds, bounds[1:])):
+    concrete = [int(b) for b in bounds if not _traced(b)]
+    if len(concrete) == len(bounds) and any(
+            later <= earlier for earlier, later in zip(concrete, concrete[1:])):
         raise ValueError(f"{where}: boundaries must be increasing, got {list(boundaries)!r}")
     parts = tuple(schedules)
+    args = {"schedules": list(parts), "boundaries": bounds}
+    values = {"schedules": [p.values if isinstance(p, _Schedule) else {} for p in parts],
+              "boundaries": bounds}
 
-    def schedule(count):
+    def part_at(part, v, count):
+        return part.formula(v, count) if isinstance(part, _Schedule) else part(count)
+
+    def formula(v, count):
         count = jnp.asarray(count)
-        value = parts[0](count)
-        for boundary, part in zip(bounds, parts[1:]):
-            value = jnp.where(count < boundary, value, part(count - boundary))
+        value = part_at(parts[0], v["schedules"][0], count)
+        for boundary, part, pv in zip(v["boundaries"], parts[1:], v["schedules"][1:]):
+            value = jnp.where(count < boundary, value, part_at(part, pv, count - boundary))
         return value
 
-    return schedule
+    return _Schedule(where, args, values, formula, (parts,))
 
 
 # Older spellings, kept (with their old descriptions, so checkpoints written with them
 # still resume); the optax-shaped factories above are preferred.
 
 
-@_shared
 def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     """The older spelling of :func:`cosine_decay_schedule` (``exponent=1``).
 
@@ -712,19 +869,19 @@ def cosine_decay(init_value: float, decay_steps: int, alpha: float = 0.0) -> Sch
       decay_steps: int >= 1.
       alpha: final rate as a fraction of ``init_value``, in [0, 1].
     """
-    init_value = _v.nonneg_real(init_value, "init_value", where="cosine_decay")
-    decay_steps = _v.integer(decay_steps, "decay_steps", where="cosine_decay", low=1)
-    alpha = _v.probability(alpha, "alpha", where="cosine_decay")
+    where = "cosine_decay"
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                decay_steps=_count(decay_steps, "decay_steps", where, 1),
+                alpha=_number(alpha, "alpha", where, _v.probability))
 
-    def schedule(count):
-        progress = jnp.minimum(_as_float(count), decay_steps) / decay_steps
+    def formula(v, count):
+        progress = jnp.minimum(_as_float(count), v["decay_steps"]) / v["decay_steps"]
         cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        return init_value * ((1.0 - alpha) * cosine + alpha)
+        return v["init_value"] * ((1.0 - v["alpha"]) * cosine + v["alpha"])
 
-    return schedule
+    return _Schedule(where, args, dict(args), formula)
 
 
-@_shared
 def warmup_cosine_decay(
     init_value: float,
     peak_value: float,
@@ -743,27 +900,31 @@ def warmup_cosine_decay(
       warmup_steps: int >= 0 (0: start at ``peak_value``).
       decay_steps: int > warmup_steps.
     """
-    init_value = _v.nonneg_real(init_value, "init_value", where="warmup_cosine_decay")
-    peak_value = _v.nonneg_real(peak_value, "peak_value", where="warmup_cosine_decay")
-    end_value = _v.nonneg_real(end_value, "end_value", where="warmup_cosine_decay")
-    warmup_steps = _v.integer(warmup_steps, "warmup_steps", where="warmup_cosine_decay", low=0)
-    decay_steps = _v.integer(decay_steps, "decay_steps", where="warmup_cosine_decay", low=1)
-    if decay_steps <= warmup_steps:
+    where = "warmup_cosine_decay"
+    args = dict(init_value=_number(init_value, "init_value", where, _v.nonneg_real),
+                peak_value=_number(peak_value, "peak_value", where, _v.nonneg_real),
+                warmup_steps=_count(warmup_steps, "warmup_steps", where, 0),
+                decay_steps=_count(decay_steps, "decay_steps", where, 1),
+                end_value=_number(end_value, "end_value", where, _v.nonneg_real))
+    warm_n, decay_n = args["warmup_steps"], args["decay_steps"]
+    if not _traced(warm_n) and not _traced(decay_n) and int(decay_n) <= int(warm_n):
         raise ValueError(
-            f"warmup_cosine_decay: decay_steps must be > warmup_steps ({warmup_steps}): it "
+            f"warmup_cosine_decay: decay_steps must be > warmup_steps ({int(warm_n)}): it "
             f"is the total length "
             f"including warm-up, got {decay_steps!r}"
         )
-    cosine_steps = decay_steps - warmup_steps
 
-    def schedule(count):
+    def formula(v, count):
         c = _as_float(count)
-        warm = init_value + (peak_value - init_value) * c / max(warmup_steps, 1)
-        progress = jnp.clip(c - warmup_steps, 0.0, cosine_steps) / cosine_steps
-        cosine = end_value + (peak_value - end_value) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-        return jnp.where(c < warmup_steps, warm, cosine)
+        init, peak, end = v["init_value"], v["peak_value"], v["end_value"]
+        warmup = v["warmup_steps"]
+        cosine_steps = v["decay_steps"] - warmup
+        warm = init + (peak - init) * c / jnp.maximum(warmup, 1)
+        progress = jnp.clip(c - warmup, 0.0, cosine_steps) / cosine_steps
+        cosine = end + (peak - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        return jnp.where(c < warmup, warm, cosine)
 
-    return schedule
+    return _Schedule(where, args, dict(args), formula)
 
 
 # --------------------------------------------------------------------------------------
@@ -791,6 +952,12 @@ def _descend(eta: jax.Array, direction: PyTree) -> PyTree:
     return jax.tree.map(lambda d: -jnp.asarray(eta, d.dtype) * d, direction)
 
 
+def _cast(h: jax.Array, ref: jax.Array) -> jax.Array:
+    """A state's scalar hyperparameter in the dtype of the leaf it multiplies (as a
+    Python float would be: float32 leaves stay float32)."""
+    return jnp.asarray(h).astype(ref.dtype)
+
+
 def _like(g: jax.Array, ref: jax.Array) -> jax.Array:
     """The gradient in the dtype of its stored moment (the param's dtype)."""
     return jnp.asarray(g).astype(ref.dtype)
@@ -801,7 +968,6 @@ def _like(g: jax.Array, ref: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
-@_shared
 def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -824,31 +990,40 @@ def sgd(learning_rate, momentum: float = 0.0, nesterov: bool = False) -> Gradien
       A :class:`GradientTransformation` with :class:`SgdState` (``velocity`` like params,
       or ``()`` when μ = 0).
     """
-    schedule = _learning_rate(learning_rate, "sgd")
-    mu = _v.probability(momentum, "momentum", where="sgd", high_open=True)
-    nesterov = _v.flag(nesterov, "nesterov", where="sgd")
+    where = "sgd"
+    rate = _learning_rate(learning_rate, where)
+    mu = _number(momentum, "momentum", where,
+                 lambda x, n, where: _v.probability(x, n, where=where, high_open=True))
+    nesterov = _v.flag(nesterov, "nesterov", where=where)
+    moving = not _is_zero(mu)  # structure: a velocity only with momentum
+    args = {"learning_rate": rate.arg, "momentum": mu, "nesterov": nesterov}
 
     def init(params):
-        return SgdState(count=_zero_count(), velocity=_zeros_like(params) if mu else ())
+        hp = _state_values(dict(_rate_hyperparams(rate), momentum=mu))
+        return SgdState(count=_zero_count(), velocity=_zeros_like(params) if moving else (),
+                        hyperparams=hp)
 
     def update(updates, state, params=None):
         _expect_state(state, SgdState, "sgd")
-        eta = schedule(state.count)
-        if not mu:
-            return _descend(eta, updates), SgdState(_increment(state.count), ())
-        velocity = jax.tree.map(lambda g, v: mu * v + _like(g, v), updates, state.velocity)
+        hp = state.hyperparams
+        eta, new_hp = _rate_now(rate, hp, state.count)
+        count = _increment(state.count)
+        if not moving:
+            return _descend(eta, updates), SgdState(count, (), new_hp)
+        mu = hp["momentum"]
+        velocity = jax.tree.map(lambda g, v: _cast(mu, v) * v + _like(g, v), updates,
+                                state.velocity)
         if nesterov:
             direction = jax.tree.map(
-                lambda g, v: _like(g, v) + mu * v, updates, velocity
+                lambda g, v: _like(g, v) + _cast(mu, v) * v, updates, velocity
             )
         else:
             direction = velocity
-        return _descend(eta, direction), SgdState(_increment(state.count), velocity)
+        return _descend(eta, direction), SgdState(count, velocity, new_hp)
 
-    return GradientTransformation(init, update)
+    return _made(where, args, (rate.key, moving, nesterov), init, update)
 
 
-@_shared
 def rmsprop(
     learning_rate,
     decay: float = 0.9,
@@ -889,50 +1064,66 @@ def rmsprop(
     Returns:
       A :class:`GradientTransformation` with :class:`RmsPropState`.
     """
-    schedule = _learning_rate(learning_rate, "rmsprop")
-    rho = _v.probability(decay, "decay", where="rmsprop", high_open=True)
-    eps = _v.nonneg_real(eps, "eps", where="rmsprop")
-    eps_root = _v.nonneg_real(eps_root, "eps_root", where="rmsprop")
-    centered = _v.flag(centered, "centered", where="rmsprop")
-    mu = _v.probability(momentum, "momentum", where="rmsprop", high_open=True)
+    where = "rmsprop"
+    rate = _learning_rate(learning_rate, where)
+    below_one = lambda x, n, where: _v.probability(x, n, where=where, high_open=True)  # noqa: E731
+    args = {"learning_rate": rate.arg,
+            "decay": _number(decay, "decay", where, below_one),
+            "eps": _number(eps, "eps", where, _v.nonneg_real),
+            "eps_root": _number(eps_root, "eps_root", where, _v.nonneg_real),
+            "centered": _v.flag(centered, "centered", where=where),
+            "momentum": _number(momentum, "momentum", where, below_one)}
+    centered = args["centered"]
+    moving = not _is_zero(args["momentum"])
 
     def init(params):
         zeros = lambda: _zeros_like(params)  # noqa: E731
+        numbers_ = {k: args[k] for k in ("decay", "eps", "eps_root", "momentum")}
         return RmsPropState(
             count=_zero_count(),
             nu=zeros(),
             mu=zeros() if centered else (),
-            momentum=zeros() if mu else (),
+            momentum=zeros() if moving else (),
+            hyperparams=_state_values(dict(_rate_hyperparams(rate), **numbers_)),
         )
 
     def update(updates, state, params=None):
         _expect_state(state, RmsPropState, "rmsprop")
-        eta = schedule(state.count)
+        hp = state.hyperparams
+        eta, new_hp = _rate_now(rate, hp, state.count)
+        rho, eps, eps_root = hp["decay"], hp["eps"], hp["eps_root"]
         nu = jax.tree.map(
-            lambda g, s: rho * s + (1.0 - rho) * jnp.square(_like(g, s)), updates, state.nu
+            lambda g, s: _cast(rho, s) * s + _cast(1.0 - rho, s) * jnp.square(_like(g, s)),
+            updates, state.nu
         )
         if centered:
             mean = jax.tree.map(
-                lambda g, m: rho * m + (1.0 - rho) * _like(g, m), updates, state.mu
+                lambda g, m: _cast(rho, m) * m + _cast(1.0 - rho, m) * _like(g, m),
+                updates, state.mu
             )
             variance = jax.tree.map(lambda s, m: s - jnp.square(m), nu, mean)
         else:
             mean, variance = (), nu
         direction = jax.tree.map(
-            lambda g, s: _like(g, s) / (jnp.sqrt(s + eps_root) + eps), updates, variance
+            lambda g, s: _like(g, s) / (jnp.sqrt(s + _cast(eps_root, s)) + _cast(eps, s)),
+            updates, variance
         )
-        if mu:
-            direction = jax.tree.map(lambda d, u: mu * u + d, direction, state.momentum)
-        new_state = RmsPropState(
-            _increment(state.count), nu, mean, direction if mu else ()
-        )
+        if moving:
+            mu = hp["momentum"]
+            direction = jax.tree.map(lambda d, u: _cast(mu, u) * u + d, direction,
+                                     state.momentum)
+        count = _increment(state.count)
+        new_state = RmsPropState(count, nu, mean, direction if moving else (),
+                                 new_hp)
         return _descend(eta, direction), new_state
 
-    return GradientTransformation(init, update)
+    return _made(where, args, (rate.key, centered, moving), init, update)
 
 
 def _adam_direction(b1, b2, eps, eps_root, updates, state, t_count, scale=1.0):
     """scale · m̂ / (√(v̂ + ε_root) + ε) and the new (m, v); shared by adam and adamw.
+
+    b1, b2, eps and eps_root are the state's scalars (eps_root None: a structural 0).
 
     `t_count` is t as an int32 scalar: the incremented count, which the caller also
     stores.  Reading t off the new count rather than recomputing count + 1 leaves the
@@ -947,9 +1138,11 @@ def _adam_direction(b1, b2, eps, eps_root, updates, state, t_count, scale=1.0):
     Per element this is one multiply, one root, one add and one divide instead of three
     divides; the scalars (and `scale`, −η for adam) are computed once per step.
     """
-    mu = jax.tree.map(lambda g, m: b1 * m + (1.0 - b1) * _like(g, m), updates, state.mu)
+    mu = jax.tree.map(lambda g, m: _cast(b1, m) * m + _cast(1.0 - b1, m) * _like(g, m),
+                      updates, state.mu)
     nu = jax.tree.map(
-        lambda g, v: b2 * v + (1.0 - b2) * jnp.square(_like(g, v)), updates, state.nu
+        lambda g, v: _cast(b2, v) * v + _cast(1.0 - b2, v) * jnp.square(_like(g, v)),
+        updates, state.nu
     )
     t = t_count.astype(jnp.result_type(float))
     c1 = 1.0 - b1**t
@@ -959,14 +1152,13 @@ def _adam_direction(b1, b2, eps, eps_root, updates, state, t_count, scale=1.0):
 
     def direction(m, v):
         dt = m.dtype
-        if eps_root:
+        if eps_root is not None:
             v = v + (c2 * eps_root).astype(dt)
         return gain.astype(dt) * m / (jnp.sqrt(v) + (root_c2 * eps).astype(dt))
 
     return jax.tree.map(direction, mu, nu), mu, nu
 
 
-@_shared
 def adam(
     learning_rate,
     b1: float = 0.9,
@@ -1002,25 +1194,85 @@ def adam(
     Returns:
       A :class:`GradientTransformation` with :class:`AdamState` (``mu``, ``nu`` like params).
     """
-    schedule = _learning_rate(learning_rate, "adam")
-    b1 = _v.probability(b1, "b1", where="adam", high_open=True)
-    b2 = _v.probability(b2, "b2", where="adam", high_open=True)
-    eps = _v.nonneg_real(eps, "eps", where="adam")
-    eps_root = _v.nonneg_real(eps_root, "eps_root", where="adam")
+    return _adam("adam", learning_rate, b1, b2, eps, eps_root)
+
+
+
+def _adam(where, learning_rate, b1, b2, eps, eps_root, weight_decay=None, mask=None):
+    """adam, and adamw when `where` is "adamw" (with weight_decay and mask)."""
+    rate = _learning_rate(learning_rate, where)
+    below_one = lambda x, n, where: _v.probability(x, n, where=where, high_open=True)  # noqa: E731
+    args = {"learning_rate": rate.arg,
+            "b1": _number(b1, "b1", where, below_one),
+            "b2": _number(b2, "b2", where, below_one),
+            "eps": _number(eps, "eps", where, _v.nonneg_real),
+            "eps_root": _number(eps_root, "eps_root", where, _v.nonneg_real)}
+    rooted = not _is_zero(args["eps_root"])  # structure: ε_root = 0 adds nothing
+    numbers_ = dict(args)
+    del numbers_["learning_rate"]
+    decoupled = where == "adamw"
+    static = (rate.key, rooted)
+    if decoupled:
+        args["weight_decay"] = numbers_["weight_decay"] = _number(
+            weight_decay, "weight_decay", where, _v.nonneg_real)
+        decays = not _is_zero(args["weight_decay"])
+        if mask is not None and not callable(mask):
+            for leaf in jax.tree.leaves(mask):
+                if not isinstance(leaf, (bool, np.bool_)):
+                    raise TypeError(
+                        f"adamw: mask must be None, a pytree of bools (True: decay that leaf "
+                        f"or subtree) or a function params -> one, got a leaf {leaf!r}")
+        args["mask"] = mask
+        static += (decays, _mask_key(mask))
+
+        def full_mask(params):
+            if mask is None and decays:
+                _check_default_mask(params)
+            return _decay_mask(mask, params)
 
     def init(params):
-        return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
+        if decoupled:
+            full_mask(params)  # refuses a mask that does not fit, or a default that finds no W
+        return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params),
+                         hyperparams=_state_values(dict(_rate_hyperparams(rate), **numbers_)))
 
     def update(updates, state, params=None):
-        _expect_state(state, AdamState, "adam")
-        eta = schedule(state.count)
+        _expect_state(state, AdamState, where)
+        if decoupled and params is None:
+            raise ValueError(
+                "adamw's update needs the current params for the weight decay: call "
+                "opt.update(grads, state, params)"
+            )
+        hp = state.hyperparams
+        eta, new_hp = _rate_now(rate, hp, state.count)
         count = _increment(state.count)
-        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
-                                       scale=-eta)
-        return step, AdamState(count, mu, nu)
+        step, mu, nu = _adam_direction(hp["b1"], hp["b2"], hp["eps"],
+                                       hp["eps_root"] if rooted else None, updates, state,
+                                       count, scale=-eta)
+        if decoupled and decays:
+            decay_here = full_mask(params)
+            factor = eta * hp["weight_decay"]
 
-    return GradientTransformation(init, update)
+            def decayed(u, theta, decay):  # −η m̂/(…) − η λ θ
+                if not decay:
+                    return u
+                return u - factor.astype(u.dtype) * jnp.asarray(theta).astype(u.dtype)
 
+            step = jax.tree.map(decayed, step, params, decay_here)
+        elif decoupled:
+            full_mask(params)
+        return step, AdamState(count, mu, nu, new_hp)
+
+    return _made(where, args, static, init, update)
+
+
+def _mask_key(mask):
+    """The static part of an adamw mask: None, a function (by identity), or the
+    structure and bools of a pytree."""
+    if mask is None or callable(mask):
+        return mask
+    leaves, treedef = jax.tree_util.tree_flatten(mask)
+    return treedef, tuple(bool(x) for x in leaves)
 
 def _is_weight(path) -> bool:
     """True for a leaf stored under the dict key ``"W"`` (a dense layer's weight matrix)."""
@@ -1062,7 +1314,6 @@ def _check_default_mask(params) -> None:
             "function params -> one; mask=True decays every leaf), or weight_decay=0.0")
 
 
-@_shared
 def adamw(
     learning_rate,
     b1: float = 0.9,
@@ -1106,54 +1357,9 @@ def adamw(
     Returns:
       A :class:`GradientTransformation` with :class:`AdamState`.
     """
-    schedule = _learning_rate(learning_rate, "adamw")
-    b1 = _v.probability(b1, "b1", where="adamw", high_open=True)
-    b2 = _v.probability(b2, "b2", where="adamw", high_open=True)
-    eps = _v.nonneg_real(eps, "eps", where="adamw")
-    eps_root = _v.nonneg_real(eps_root, "eps_root", where="adamw")
-    weight_decay = _v.nonneg_real(weight_decay, "weight_decay", where="adamw")
-    if mask is not None and not callable(mask):
-        for leaf in jax.tree.leaves(mask):
-            if not isinstance(leaf, (bool, np.bool_)):
-                raise TypeError(
-                    f"adamw: mask must be None, a pytree of bools (True: decay that leaf or "
-                    f"subtree) or a function params -> one, got a leaf {leaf!r}")
-
-    def full_mask(params):
-        if mask is None and weight_decay:
-            _check_default_mask(params)
-        return _decay_mask(mask, params)
-
-    def init(params):
-        full_mask(params)  # refuses a mask that does not fit, or a default that finds no W
-        return AdamState(count=_zero_count(), mu=_zeros_like(params), nu=_zeros_like(params))
-
-    def update(updates, state, params=None):
-        _expect_state(state, AdamState, "adamw")
-        if params is None:
-            raise ValueError(
-                "adamw's update needs the current params for the weight decay: call "
-                "opt.update(grads, state, params)"
-            )
-        decay_here = full_mask(params)
-        eta = schedule(state.count)
-        count = _increment(state.count)
-        step, mu, nu = _adam_direction(b1, b2, eps, eps_root, updates, state, count,
-                                       scale=-eta)
-
-        def decayed(u, theta, decay):  # −η m̂/(…) − η λ θ
-            if not decay or not weight_decay:
-                return u
-            factor = jnp.asarray(eta * weight_decay).astype(u.dtype)
-            return u - factor * jnp.asarray(theta).astype(u.dtype)
-
-        step = jax.tree.map(decayed, step, params, decay_here)
-        return step, AdamState(count, mu, nu)
-
-    return GradientTransformation(init, update)
+    return _adam("adamw", learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
 
 
-@_shared
 def adagrad(
     learning_rate, initial_accumulator_value: float = 0.1, eps: float = 1e-7
 ) -> GradientTransformation:
@@ -1176,28 +1382,40 @@ def adagrad(
     Returns:
       A :class:`GradientTransformation` with :class:`AdagradState`.
     """
-    schedule = _learning_rate(learning_rate, "adagrad")
-    s0 = _v.nonneg_real(initial_accumulator_value, "initial_accumulator_value", where="adagrad")
-    eps = _v.nonneg_real(eps, "eps", where="adagrad")
+    where = "adagrad"
+    rate = _learning_rate(learning_rate, where)
+    args = {"learning_rate": rate.arg,
+            "initial_accumulator_value": _number(
+                initial_accumulator_value, "initial_accumulator_value", where,
+                _v.nonneg_real),
+            "eps": _number(eps, "eps", where, _v.nonneg_real)}
 
     def init(params):
+        hp = _state_values(dict(_rate_hyperparams(rate), initial_accumulator_value=args[
+            "initial_accumulator_value"], eps=args["eps"]))
+        s0 = hp["initial_accumulator_value"]
         return AdagradState(
             count=_zero_count(),
-            sum_of_squares=jax.tree.map(lambda p: jnp.full_like(p, s0), params),
+            sum_of_squares=jax.tree.map(
+                lambda p: jnp.full(jnp.shape(p), s0, jnp.result_type(p)), params),
+            hyperparams=hp,
         )
 
     def update(updates, state, params=None):
         _expect_state(state, AdagradState, "adagrad")
-        eta = schedule(state.count)
+        hp = state.hyperparams
+        eta, new_hp = _rate_now(rate, hp, state.count)
+        eps = hp["eps"]
         sums = jax.tree.map(
             lambda g, s: s + jnp.square(_like(g, s)), updates, state.sum_of_squares
         )
         direction = jax.tree.map(
-            lambda g, s: _like(g, s) / (jnp.sqrt(s) + eps), updates, sums
+            lambda g, s: _like(g, s) / (jnp.sqrt(s) + _cast(eps, s)), updates, sums
         )
-        return _descend(eta, direction), AdagradState(_increment(state.count), sums)
+        count = _increment(state.count)
+        return _descend(eta, direction), AdagradState(count, sums, new_hp)
 
-    return GradientTransformation(init, update)
+    return _made(where, args, (rate.key,), init, update)
 
 
 # --------------------------------------------------------------------------------------
@@ -1212,7 +1430,6 @@ def global_norm(tree: PyTree) -> jax.Array:
     return jnp.sqrt(squares)
 
 
-@_shared
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """Rescales the whole update tree so its global norm is at most τ = ``max_norm``::
 
@@ -1238,10 +1455,10 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         factor = jnp.where(norm > tau, tau / norm, 1.0)
         return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
 
-    return GradientTransformation(init, update)
+    # τ is closed over (this transformation has no state to keep it in): part of the key
+    return _made("clip_by_global_norm", {"max_norm": tau}, (tau,), init, update)
 
 
-@_shared
 def identity() -> GradientTransformation:
     """Passes updates through unchanged (state :class:`EmptyState`)."""
 
@@ -1252,10 +1469,9 @@ def identity() -> GradientTransformation:
         _expect_state(state, EmptyState, "identity")
         return updates, state
 
-    return GradientTransformation(init, update)
+    return _made("identity", {}, (), init, update)
 
 
-@_shared
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Composes transformations left to right: the first one sees the raw gradients.
 
@@ -1286,4 +1502,4 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    return _made("chain", {"transforms": list(transforms)}, (tuple(transforms),), init, update)

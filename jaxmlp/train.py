@@ -176,10 +176,30 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
     The step checks shapes when it traces (once per new shape: no cost per call); x is
     (batch, n_in), y as for `jaxmlp.loss`; `key` is needed when the model has dropout,
     `state` (from `jaxmlp.init_state`) when it has batch norm.
+
+    The optimizer's numbers (learning rate, b1, eps, weight decay, a schedule's values)
+    are read from `opt_state` (`optimizer.init(params)` puts them there): two calls with
+    optimizers that differ only in their numbers, e.g. `adam(1e-3)` and `adam(3e-3)`,
+    return the same jitted step, compiled once.  A rate that is only known at run time
+    (traced) and is NaN, Inf or negative gives a NaN update; the step does not check
+    (`fit` does, see its divergence guard).
     """
     check_model(model, where="make_train_step")
     _check_optimizer(optimizer, "make_train_step")
     _check_grad(grad, "make_train_step")
+    try:
+        return _train_step(model, optimizer, grad, bool(donate), mesh)
+    except TypeError as e:  # something unhashable (a mesh?): a step of its own
+        if "unhashable" not in str(e):
+            raise
+        return _train_step.__wrapped__(model, optimizer, grad, bool(donate), mesh)
+
+
+@functools.lru_cache(maxsize=64)
+def _train_step(model: MLP, optimizer, grad: str, donate: bool, mesh):
+    """make_train_step's jitted step, one per (model, optimizer structure, grad, donate,
+    mesh): optimizers that differ only in their numbers are equal (the numbers are in
+    opt_state), so they share the step and its compiled programs."""
     grads_of = _grad_fn(model, grad)
     batch_norm = model.norm == "batch"
 
@@ -351,7 +371,9 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
 
     Args:
       model, params: the `MLP` and its initial parameters.
-      optimizer: a `jaxmlp.optim.GradientTransformation` (its state starts fresh).
+      optimizer: a `jaxmlp.optim.GradientTransformation` (its state starts fresh, from
+        `optimizer.init(params)`, which holds its numbers: optimizers that differ only in
+        their numbers, e.g. `adam(1e-3)` and `adam(3e-3)`, share one compiled epoch).
       x: (N, n_in) float inputs; y: targets as for `jaxmlp.loss`. NaN/Inf are refused.
       epochs: number of passes over the data (≥ 1).
       batch_size: minibatch size (≥ 1); None or ≥ N for full batch. Each epoch runs
@@ -365,7 +387,8 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
       min_delta: the improvement that counts, ≥ 0.
       grad: "manual" (δ recursion) or "autodiff" (jax.value_and_grad), for comparisons.
       callback: called after every epoch as callback(epoch, logs) with logs a dict of
-        `train_loss`, `val_loss`, `epoch_time`; returning True stops training.
+        `train_loss`, `val_loss`, `epoch_time`, `learning_rate`; returning True stops
+        training.
       state: batch-norm running statistics to start from (default `init_state(model)`).
       on_divergence: "raise" (default: `DivergenceError`, carrying the last finite
         params) or "stop" (return them, with `history["diverged"]`).
@@ -387,8 +410,12 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         `on_divergence="stop"` did) instead of returning as if it had trained.
 
     Returns:
-      (params, history): history has lists `train_loss`, `val_loss`, `epoch_time` (one
-      float per epoch run; `val_loss` empty without validation; `epoch_time` is the wall
+      (params, history): history has lists `train_loss`, `val_loss`, `epoch_time`,
+      `learning_rate` (one float per epoch run; `val_loss` empty without validation;
+      `learning_rate` is the rate the epoch's *last* step used, a schedule evaluated
+      at that step's count: `jaxmlp.optim.current_learning_rate` of the opt_state the
+      epoch ends with, or None for an optimizer whose state holds no rate;
+      `epoch_time` is the wall
       time from the previous epoch's results, or from the start of the first epoch, to
       this epoch's, so one epoch's callback and checkpoint time counts toward the next
       and the times add up to the loop's wall time), `best_epoch` (0-based;
@@ -484,7 +511,10 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         if ahead and epoch + 1 < epochs:
             pending = launch(out.params, out.opt_state, out.state, epoch + 1)
         # one transfer from the device per epoch: the step flag and the two losses
-        bad, train_loss, val = jax.device_get((out.bad_step, out.train_loss, out.val_loss))
+        # the rate of the epoch's last step, read off the opt_state it ends with
+        rate = _optim.current_learning_rate(out.opt_state)
+        bad, train_loss, val, rate = jax.device_get(
+            (out.bad_step, out.train_loss, out.val_loss, rate))
         if bad == -2:  # something non-finite: re-run the epoch with per-step guards
             pending = None
             out = _run_epoch(*args, **static, guarded=True)
@@ -507,10 +537,13 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         t1 = time.perf_counter()
         elapsed, t0 = t1 - t0, t1
         ahead = elapsed < _AHEAD_S
+        rate = None if rate is None else float(rate)
         history["train_loss"].append(train_loss)
         history["epoch_time"].append(elapsed)
+        history.setdefault("learning_rate", []).append(rate)
         history["epochs_run"] = epoch = epoch + 1
-        logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None}
+        logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None,
+                "learning_rate": rate}
         if xv is not None:
             val = float(val)
             history["val_loss"].append(val)
@@ -552,7 +585,8 @@ class _Run(NamedTuple):
 
 
 def _new_run(params, opt_state, state) -> _Run:
-    history = {"train_loss": [], "val_loss": [], "epoch_time": [], "best_epoch": None,
+    history = {"train_loss": [], "val_loss": [], "epoch_time": [], "learning_rate": [],
+               "best_epoch": None,
                "stopped_early": False, "epochs_run": 0, "state": state}
     return _Run(params, opt_state, state, history)
 

@@ -49,7 +49,7 @@ CONFIGS = {
     f"early stopping (patience {PATIENCE})": None,
 }
 DTYPE = jnp.float32
-OPTIMIZER = jm.optim.adam(1e-3)  # one object: configurations with the same model share a compile
+OPTIMIZER = jm.optim.adam(1e-3)  # configurations with the same model share a compile
 
 
 def data(seed=0, n_train=32, n_val=1000):

@@ -424,7 +424,7 @@ def test_only_whitelisted_state_classes_are_rebuilt(tmp_path):
     def wrong_fields(meta):
         meta["trees"]["opt_state"]["class"] = "SgdState"
     rewrite(path, meta_fn=wrong_fields, fix_checksum=True)
-    with pytest.raises(CheckpointError, match=r"stores SgdState .* fields \['count', 'mu', 'nu'\]"):
+    with pytest.raises(CheckpointError, match=r"stores SgdState .* fields \['count', 'mu', 'nu', 'hyperparams'\]"):
         ckpt.load(path)
 
     def object_dtype(meta):

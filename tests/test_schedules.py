@@ -194,16 +194,23 @@ def test_schedule_as_learning_rate_under_jit():
                                    atol=1e-15)
 
 
-def test_equal_arguments_give_one_schedule():
-    # dict and list arguments are keyed by value, so fit's jit compiles once for them
+def test_schedules_of_one_structure_are_equal():
+    # a schedule's numbers live in the optimizer's state: schedules that differ only in
+    # them are equal, so fit's jit compiles once for them; the static options are not
     a = optim.piecewise_constant_schedule(1.0, {10: 0.1, 20: 0.5})
-    assert a is optim.piecewise_constant_schedule(1.0, {20: 0.5, 10: 0.1})
-    assert a is not optim.piecewise_constant_schedule(1.0, {10: 0.1, 20: 0.25})
+    assert a == optim.piecewise_constant_schedule(1.0, {20: 0.5, 10: 0.1})
+    assert a == optim.piecewise_constant_schedule(2.0, {10: 0.1, 20: 0.25})  # scales: values
+    assert a != optim.piecewise_constant_schedule(1.0, {10: 0.1, 30: 0.5})  # boundaries
     lin = optim.linear_schedule(0.0, 1.0, 5)
     j = optim.join_schedules([lin, optim.constant_schedule(1.0)], [5])
-    assert j is optim.join_schedules([lin, optim.constant_schedule(1.0)], [5])
-    assert optim.linear_schedule(0.0, 1.0, 5) is optim.linear_schedule(
-        init_value=0.0, end_value=1.0, transition_steps=5, transition_begin=0)
+    assert j == optim.join_schedules([optim.linear_schedule(0.5, 1.0, 8),
+                                      optim.constant_schedule(2.0)], [9])
+    assert j != optim.join_schedules([optim.constant_schedule(1.0), lin], [5])
+    assert optim.linear_schedule(0.0, 1.0, 5) == optim.linear_schedule(
+        init_value=0.3, end_value=1.0, transition_steps=50, transition_begin=2)
+    assert hash(optim.linear_schedule(0.0, 1.0, 5)) == hash(optim.linear_schedule(1.0, 0.0, 7))
+    assert optim.exponential_decay(1.0, 10, 0.5) != optim.exponential_decay(
+        1.0, 10, 0.5, end_value=0.1)
 
 
 # --------------------------------------------------------------------------------------

@@ -168,7 +168,9 @@ def test_full_batch_and_partial_batch_dropped(reg):
     chex.assert_trees_all_close(p_fit, p, rtol=1e-12)
     _, h = jm.fit(model, params, opt, x[:50], y[:50], epochs=1, batch_size=16,
                   key=jax.random.key(0), callback=lambda e, logs: seen.append(logs))
-    assert len(seen) == 1 and set(seen[0]) == {"train_loss", "val_loss", "epoch_time"}
+    assert len(seen) == 1 and set(seen[0]) == {"train_loss", "val_loss", "epoch_time",
+                                               "learning_rate"}
+    assert seen[0]["learning_rate"] == h["learning_rate"][0] == 0.05
 
 
 def test_early_stopping_restores_best_epoch(adam):
