@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxmlp import layers as _layers
-from jaxmlp.losses import check_inputs, data_loss, output_delta, penalty, penalty_grad
+from jaxmlp.losses import (check_inputs, check_penalties, data_loss, output_delta, penalty,
+                           penalty_grad)
 from jaxmlp.model import MLP, forward_pass
 
 Array = jax.Array
@@ -51,11 +52,13 @@ class Backprop(NamedTuple):
     state: Any
 
 
-def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=None) -> Backprop:
+def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=None,
+                  pen=None) -> Backprop:
     """The δ recursion in training mode, no argument checks: x (N, n_in), y (N, n_out)
-    already prepared (see `losses.prepare_targets`)."""
+    already prepared (see `losses.prepare_targets`); `pen` the (l1, l2) overrides (see
+    `losses.check_penalties`), None for the model's."""
     yhat, cache, new_state = forward_pass(model, params, x, train=True, key=key, state=state)
-    L = data_loss(model, cache.z, yhat, y) + penalty(model, params)
+    L = data_loss(model, cache.z, yhat, y) + penalty(model, params, pen)
     acts = model.activation_fns
 
     grads = [dict() for _ in params]
@@ -66,8 +69,8 @@ def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=Non
         W = params[l]["W"]
         deltas[l] = delta
         dW = delta.T @ a_in
-        pen = penalty_grad(model, W)
-        grads[l]["W"] = dW if pen is None else dW + pen
+        pen_g = penalty_grad(model, W, pen)
+        grads[l]["W"] = dW if pen_g is None else dW + pen_g
         grads[l]["b"] = jnp.sum(delta, axis=0)
         if l == 0:
             break  # no gradient for the input x
@@ -83,12 +86,12 @@ def backprop_pass(model: MLP, params, x: Array, y: Array, *, key=None, state=Non
     return Backprop(L, grads, tuple(deltas), new_state)
 
 
-def _backprop_impl(model, params, x, y, key, state):
-    return backprop_pass(model, params, x, y, key=key, state=state)
+def _backprop_impl(model, params, x, y, key, state, pen=None):
+    return backprop_pass(model, params, x, y, key=key, state=state, pen=pen)
 
 
-def _value_and_grad_impl(model, params, x, y, key, state):
-    out = backprop_pass(model, params, x, y, key=key, state=state)
+def _value_and_grad_impl(model, params, x, y, key, state, pen=None):
+    out = backprop_pass(model, params, x, y, key=key, state=state, pen=pen)
     return out.loss, out.grads
 
 
@@ -96,7 +99,8 @@ _backprop_jit = jax.jit(_backprop_impl, static_argnums=0)
 _value_and_grad_jit = jax.jit(_value_and_grad_impl, static_argnums=0)
 
 
-def backprop(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None) -> Backprop:
+def backprop(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
+             l1=None, l2=None) -> Backprop:
     """Loss, gradients and the δ of every layer, by the hand-written recursion.
 
     Runs in training mode (dropout with `key`, batch norm with batch statistics).
@@ -108,20 +112,26 @@ def backprop(model: MLP, params, x, y, *, key: Optional[Array] = None, state=Non
       y: (N, n_out) targets; (N,) when n_out == 1; (N,) integer labels for cce.
       key: dropout PRNG key, needed when `model.dropout > 0`.
       state: batch-norm running statistics; when given, `out.state` is their update.
+      l1, l2: penalty weights for this call, overriding the model's (None: the model's);
+        passed to the compiled code as data, see `jaxmlp.loss`.
 
     Returns:
       `Backprop(loss, grads, deltas, state)`.
     """
     x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
                              where="backprop")
-    return _backprop_jit(model, params, x, y, key, state)
+    pen = check_penalties(l1, l2, where="backprop")
+    return _backprop_jit(model, params, x, y, key, state, pen)
 
 
-def value_and_grad(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None):
+def value_and_grad(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
+                   l1=None, l2=None):
     """(L, ∂L/∂params) by manual backprop; a drop-in for
     `jax.value_and_grad(functools.partial(jaxmlp.loss, model))(params, x, y, key=…, state=…)`.
 
-    Shapes as in `backprop`; grads has the pytree structure of params."""
+    Shapes as in `backprop`; grads has the pytree structure of params.  `l1`, `l2`
+    override the model's penalty weights for this call, as in `jaxmlp.loss`."""
     x, y, key = check_inputs(model, params, x, y, train=True, key=key, state=state,
                              where="value_and_grad")
-    return _value_and_grad_jit(model, params, x, y, key, state)
+    pen = check_penalties(l1, l2, where="value_and_grad")
+    return _value_and_grad_jit(model, params, x, y, key, state, pen)

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxmlp import _validate as _v
 from jaxmlp.backprop import _value_and_grad_jit
-from jaxmlp.losses import _loss_impl, _loss_jit, check_inputs
+from jaxmlp.losses import _loss_impl, _loss_jit, check_inputs, check_penalties
 from jaxmlp.model import MLP
 
 __all__ = ["check_gradients", "GradientReport", "LeafError", "default_tolerances"]
@@ -118,11 +118,11 @@ def _leaf_rows(params, grads, refs, rtol, atol):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _autodiff_value_and_grad(model, params, x, y, key, state):
-    return jax.value_and_grad(_loss_impl, argnums=1)(model, params, x, y, True, key, state)
+def _autodiff_value_and_grad(model, params, x, y, key, state, pen=None):
+    return jax.value_and_grad(_loss_impl, argnums=1)(model, params, x, y, True, key, state, pen)
 
 
-def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, seed):
+def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, seed, pen=None):
     # Central differences in float64 when x64 is on (much smaller error), else as given.
     wide = jnp.float64 if jax.config.jax_enable_x64 else params[0]["W"].dtype
     eps = 1e-6 if wide == jnp.float64 else 1e-2
@@ -130,7 +130,7 @@ def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, see
     s = None if state is None else jax.tree_util.tree_map(lambda a: a.astype(wide), state)
     xw, yw = x.astype(wide), y.astype(wide)
     rng = np.random.default_rng(seed)
-    L0 = abs(float(_loss_jit(model, p, xw, yw, True, key, s)))
+    L0 = abs(float(_loss_jit(model, p, xw, yw, True, key, s, pen)))
     floor = 10 * float(jnp.finfo(wide).eps) * max(L0, 1.0) / eps
     rows = []
     for l, layer in enumerate(p):
@@ -142,7 +142,7 @@ def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, see
             def at(sign):
                 q = [dict(d) for d in p]
                 q[l][name] = leaf + sign * eps * v
-                return float(_loss_jit(model, q, xw, yw, True, key, s))
+                return float(_loss_jit(model, q, xw, yw, True, key, s, pen))
 
             fd = (at(1.0) - at(-1.0)) / (2 * eps)
             g = np.asarray(grads[l][name], np.float64)
@@ -158,7 +158,7 @@ def _finite_difference_rows(model, params, grads, x, y, key, state, fd_rtol, see
 def check_gradients(model: MLP, params, x, y, *, key=None, state=None,
                     rtol: Optional[float] = None, atol: Optional[float] = None,
                     finite_differences: bool = False, fd_rtol: Optional[float] = None,
-                    seed: int = 0) -> GradientReport:
+                    seed: int = 0, l1=None, l2=None) -> GradientReport:
     """Compares `jaxmlp.value_and_grad` (manual δ) with `jax.grad` of `jaxmlp.loss`.
 
     Args:
@@ -169,6 +169,7 @@ def check_gradients(model: MLP, params, x, y, *, key=None, state=None,
         random direction (two extra loss evaluations per leaf).
       fd_rtol: tolerance of that comparison (default 1e-5 in float64, 5e-2 in float32).
       seed: seed of the random directions.
+      l1, l2: penalty weights overriding the model's, as in `jaxmlp.loss`.
 
     Returns:
       A `GradientReport`: `.ok`, per-leaf errors, and a readable table via `str()`.
@@ -182,12 +183,14 @@ def check_gradients(model: MLP, params, x, y, *, key=None, state=None,
                else _v.nonneg_real(fd_rtol, "fd_rtol", where="check_gradients"))
     _v.flag(finite_differences, "finite_differences", where="check_gradients")
     seed = _v.integer(seed, "seed", where="check_gradients", low=0)
+    pen = check_penalties(l1, l2, where="check_gradients")
 
-    L_m, g_m = _value_and_grad_jit(model, params, x, y, key, state)
-    L_a, g_a = _autodiff_value_and_grad(model, params, x, y, key, state)
+    L_m, g_m = _value_and_grad_jit(model, params, x, y, key, state, pen)
+    L_a, g_a = _autodiff_value_and_grad(model, params, x, y, key, state, pen)
     rows = _leaf_rows(params, g_m, g_a, rtol, atol)
     fd_rows = ()
     if finite_differences:
-        fd_rows = _finite_difference_rows(model, params, g_m, x, y, key, state, fd_rtol, seed)
+        fd_rows = _finite_difference_rows(model, params, g_m, x, y, key, state, fd_rtol, seed,
+                                          pen)
     ok = all(r.ok for r in rows + fd_rows)
     return GradientReport(ok, float(L_m), float(L_a), rows, fd_rows, rtol, atol, fd_rtol)

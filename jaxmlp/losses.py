@@ -33,12 +33,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmlp import _validate as _v
 from jaxmlp._validate import as_array, check_finite, is_concrete
 from jaxmlp.model import MLP, check_mode, check_model, check_params, check_x, forward_pass
 
 Array = jax.Array
 
 __all__ = ["loss", "data_loss", "output_delta", "penalty", "penalty_grad", "prepare_targets"]
+
+# Penalties as data: `loss`, `backprop`, `value_and_grad`, `check_gradients`, the train step
+# and `fit` take keyword-only `l1=None, l2=None`.  None means the model's own value, a
+# static number (a concrete 0 adds no work to the step); a given value overrides it and
+# reaches the jitted code as an array argument, so other values reuse the compiled
+# program and a vector of values can be vmapped.  `pen`, below, is the pair (l1, l2) of
+# overrides, each None or a scalar array.
 
 
 def _mean_scale(model: MLP, n: int) -> float:
@@ -82,27 +90,71 @@ def output_delta(model: MLP, z: Array, yhat: Array, y: Array) -> Array:
     return model.output_fn.vjp(z, yhat, g)
 
 
-def penalty(model: MLP, params) -> Array:
-    """(l2/2)·Σ‖W‖² + l1·Σ|W| over the dense weights; a 0 of the params' dtype if none."""
-    total = jnp.zeros((), params[0]["W"].dtype)
+def check_penalties(l1, l2, *, where: str):
+    """The overrides (l1, l2) of a public call, each None (the model's value) or a scalar
+    array.  A concrete value must be a finite number >= 0, as the model checks it
+    ("loss: l2 must be a finite number >= 0, got -1.0"; TypeError for a str, a bool or
+    a non-real dtype; ValueError for an array that is not a scalar); a traced one is
+    taken as it is (it may be anything: NaN or a negative weight is not caught)."""
+    return tuple(_penalty_value(v, name, where) for v, name in ((l1, "l1"), (l2, "l2")))
+
+
+def _penalty_value(value, name: str, where: str):
+    if value is None:
+        return None
+    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, np.bool_):
+        dtype = value.dtype
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(f"{where}: {name} must be a finite number >= 0 or a scalar float "
+                            f"array, got an array of dtype {dtype}")
+        if jnp.ndim(value) != 0:
+            raise ValueError(f"{where}: {name} must be a scalar, got an array of shape "
+                             f"{tuple(jnp.shape(value))}")
+        if is_concrete(value):
+            _v.nonneg_real(np.asarray(value).item(), name, where=where)
+        return jnp.asarray(value, jnp.result_type(float))
+    return jnp.asarray(_v.nonneg_real(value, name, where=where), jnp.result_type(float))
+
+
+def _weights(model: MLP, pen, dtype):
+    """(l1, l2) in effect: an override as an array of the params' dtype, else the model's
+    static number."""
+    l1, l2 = pen if pen is not None else (None, None)
+    return (model.l1 if l1 is None else jnp.asarray(l1, dtype),
+            model.l2 if l2 is None else jnp.asarray(l2, dtype))
+
+
+def _active(w) -> bool:
+    """A penalty weight that needs computing: an array (an override, any value), or a
+    non-zero static number."""
+    return not isinstance(w, (int, float)) or w != 0
+
+
+def penalty(model: MLP, params, pen=None) -> Array:
+    """(l2/2)·Σ‖W‖² + l1·Σ|W| over the dense weights; a 0 of the params' dtype if none.
+    `pen`: the pair (l1, l2) of overrides (None entries: the model's values)."""
+    dtype = params[0]["W"].dtype
+    l1, l2 = _weights(model, pen, dtype)
+    total = jnp.zeros((), dtype)
     for layer in params:
         W = layer["W"]
-        if model.l2:
-            total = total + 0.5 * model.l2 * jnp.sum(W * W)
-        if model.l1:
-            total = total + model.l1 * jnp.sum(jnp.abs(W))
+        if _active(l2):
+            total = total + 0.5 * l2 * jnp.sum(W * W)
+        if _active(l1):
+            total = total + l1 * jnp.sum(jnp.abs(W))
     return total
 
 
-def penalty_grad(model: MLP, W: Array) -> Array:
-    """∂penalty/∂W = l2·W + l1·sign W (shape of W); None when both are zero."""
-    if not (model.l1 or model.l2):
+def penalty_grad(model: MLP, W: Array, pen=None) -> Array:
+    """∂penalty/∂W = l2·W + l1·sign W (shape of W); None when both are static zeros."""
+    l1, l2 = _weights(model, pen, W.dtype)
+    if not (_active(l1) or _active(l2)):
         return None
     g = jnp.zeros_like(W)
-    if model.l2:
-        g = g + model.l2 * W
-    if model.l1:
-        g = g + model.l1 * jnp.sign(W)
+    if _active(l2):
+        g = g + l2 * W
+    if _active(l1):
+        g = g + l1 * jnp.sign(W)
     return g
 
 
@@ -199,23 +251,24 @@ def check_inputs(model, params, x, y, *, train, key, state, where: str):
     return x, y, key
 
 
-def objective(model, params, x, y, train, key, state):
+def objective(model, params, x, y, train, key, state, pen=None):
     """(L, new_state): the loss with penalties, and the batch-norm state the forward pass
     updated; no argument checks (x, y prepared).  `jax.value_and_grad(objective, argnums=1,
-    has_aux=True)` is the autodiff reference every manual gradient is checked against."""
+    has_aux=True)` is the autodiff reference every manual gradient is checked against.
+    `pen`: the (l1, l2) overrides (see `check_penalties`), or None for the model's."""
     _, cache, new_state = forward_pass(model, params, x, train=train, key=key, state=state)
-    return data_loss(model, cache.z, cache.yhat, y) + penalty(model, params), new_state
+    return data_loss(model, cache.z, cache.yhat, y) + penalty(model, params, pen), new_state
 
 
-def _loss_impl(model, params, x, y, train, key, state):
-    return objective(model, params, x, y, train, key, state)[0]
+def _loss_impl(model, params, x, y, train, key, state, pen=None):
+    return objective(model, params, x, y, train, key, state, pen)[0]
 
 
 _loss_jit = jax.jit(_loss_impl, static_argnums=(0, 4))
 
 
 def loss(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
-         train: bool = True) -> Array:
+         train: bool = True, l1=None, l2=None) -> Array:
     """L = data loss of `model.loss` + penalties: a scalar of the params' dtype.
 
     Runs in training mode by default, like the gradient functions, so that
@@ -227,7 +280,12 @@ def loss(model: MLP, params, x, y, *, key: Optional[Array] = None, state=None,
       x: (N, n_in) float.  y: (N, n_out); (N,) when n_out == 1; (N,) int labels for cce.
       key: dropout PRNG key (needed when `model.dropout > 0` and training).
       state: batch-norm running statistics (needed for batch norm in inference mode).
+      l1, l2: penalty weights for this call, overriding the model's (None: the model's).
+        A Python number or a scalar array; it is passed to the compiled loss as data, so
+        other values do not recompile, and a traced value (under `jax.vmap`, `jax.grad`
+        or `jax.jit`) is accepted.  Concrete values must be finite and >= 0.
     """
     x, y, key = check_inputs(model, params, x, y, train=train, key=key, state=state,
                              where="loss")
-    return _loss_jit(model, params, x, y, bool(train), key, state)
+    pen = check_penalties(l1, l2, where="loss")
+    return _loss_jit(model, params, x, y, bool(train), key, state, pen)

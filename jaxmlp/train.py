@@ -50,7 +50,7 @@ from jaxmlp import parallel as _parallel
 from jaxmlp._validate import check_finite
 from jaxmlp import _validate as _v
 from jaxmlp.backprop import backprop_pass
-from jaxmlp.losses import check_inputs, data_loss, objective, prepare_targets
+from jaxmlp.losses import check_inputs, check_penalties, data_loss, objective, prepare_targets
 from jaxmlp.model import (MLP, _check_key, check_mode, check_model, check_params, check_x,
                           forward_pass, init_state)
 
@@ -135,15 +135,16 @@ def _check_grad(grad, where: str):
 
 
 def _grad_fn(model: MLP, grad: str) -> Callable:
-    """(params, x, y, key, state) -> (loss, grads, new_state), for prepared x and y."""
+    """(params, x, y, key, state, pen) -> (loss, grads, new_state), for prepared x and y;
+    `pen` the (l1, l2) penalty overrides (`losses.check_penalties`), None for the model's."""
     if grad == "manual":
-        def f(params, x, y, key, state):
-            out = backprop_pass(model, params, x, y, key=key, state=state)
+        def f(params, x, y, key, state, pen=None):
+            out = backprop_pass(model, params, x, y, key=key, state=state, pen=pen)
             return out.loss, out.grads, out.state
     else:
-        def f(params, x, y, key, state):
+        def f(params, x, y, key, state, pen=None):
             (loss, new_state), g = jax.value_and_grad(objective, argnums=1, has_aux=True)(
-                model, params, x, y, True, key, state)
+                model, params, x, y, True, key, state, pen)
             return loss, g, new_state
     return f
 
@@ -159,7 +160,7 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
                     mesh=None):
     """The jitted single training step, for users' own loops.
 
-        step(params, opt_state, x, y, *, key=None, state=None)
+        step(params, opt_state, x, y, *, key=None, state=None, l1=None, l2=None)
             -> (params, opt_state, loss)               (+ new state with batch norm)
 
     Args:
@@ -183,6 +184,11 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
     return the same jitted step, compiled once.  A rate that is only known at run time
     (traced) and is NaN, Inf or negative gives a NaN update; the step does not check
     (`fit` does, see its divergence guard).
+
+    `l1`, `l2` override the model's penalty weights for one call (None: the model's):
+    the step takes them as data, so other values reuse its compiled program, and under
+    `jax.vmap` a vector of them trains one model per value.  Concrete values must be
+    finite and >= 0; traced ones are not checked.
     """
     check_model(model, where="make_train_step")
     _check_optimizer(optimizer, "make_train_step")
@@ -197,13 +203,13 @@ def make_train_step(model: MLP, optimizer, *, grad: str = "manual", donate: bool
 
 @functools.lru_cache(maxsize=64)
 def _train_step(model: MLP, optimizer, grad: str, donate: bool, mesh):
-    """make_train_step's jitted step, one per (model, optimizer structure, grad, donate,
-    mesh): optimizers that differ only in their numbers are equal (the numbers are in
+    """make_train_step's step, one per (model, optimizer structure, grad, donate, mesh):
+    optimizers that differ only in their numbers are equal (the numbers are in
     opt_state), so they share the step and its compiled programs."""
     grads_of = _grad_fn(model, grad)
     batch_norm = model.norm == "batch"
 
-    def step(params, opt_state, x, y, *, key=None, state=None):
+    def step(params, opt_state, x, y, *, key=None, state=None, pen=None):
         if batch_norm and state is None:
             raise ValueError(
                 f"{_STEP}: the model has batch norm: pass state=jaxmlp.init_state(model) to "
@@ -215,13 +221,34 @@ def _train_step(model: MLP, optimizer, grad: str, donate: bool, mesh):
         if mesh is not None:
             _parallel.check_mesh(mesh, x.shape[0])
             x, y = _parallel.shard_constraint(mesh, (x, y))
-        loss, g, new_state = grads_of(params, x, y, key, state)
+        loss, g, new_state = grads_of(params, x, y, key, state, pen)
         params, opt_state = _apply(optimizer, params, opt_state, g)
         if batch_norm:
             return params, opt_state, loss, new_state
         return params, opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return _Step(jax.jit(step, donate_argnums=(0, 1) if donate else ()))
+
+
+class _Step:
+    """The step `make_train_step` returns: checks concrete `l1`/`l2` overrides (a traced
+    one, under the caller's own jit or vmap, goes through as it is), then calls the jitted
+    step with them as data.  Attributes (`lower`, `trace`, ...) are the jitted step's."""
+
+    def __init__(self, jitted):
+        self._jitted = jitted
+        functools.update_wrapper(self, jitted)
+
+    def __call__(self, params, opt_state, x, y, *, key=None, state=None, l1=None, l2=None):
+        pen = check_penalties(l1, l2, where=_STEP)
+        return self._jitted(params, opt_state, x, y, key=key, state=state, pen=pen)
+
+    def lower(self, params, opt_state, x, y, *, key=None, state=None, l1=None, l2=None):
+        pen = check_penalties(l1, l2, where=_STEP)
+        return self._jitted.lower(params, opt_state, x, y, key=key, state=state, pen=pen)
+
+    def __getattr__(self, name):
+        return getattr(self._jitted, name)
 
 
 # --------------------------------------------------------------------------- fit
@@ -279,8 +306,8 @@ def _permutation(key: Array, n: int) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("model", "optimizer", "grad", "batch_size",
                                              "n_batches", "unroll", "mesh", "guarded"))
-def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, optimizer, grad,
-               batch_size, n_batches, unroll, mesh, guarded=False):
+def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, pen=None, *, model,
+               optimizer, grad, batch_size, n_batches, unroll, mesh, guarded=False):
     """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss.
 
     The scan runs over the (n_batches, batch_size) index matrix of the epoch's
@@ -305,7 +332,7 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, *, model, opt
         xb, yb = x[ib], y[ib]
         if mesh is not None:  # the batch axis over the devices; the compiler adds the all-reduce
             xb, yb = _parallel.shard_constraint(mesh, (xb, yb))
-        return grads_of(params, xb, yb, kb, state)
+        return grads_of(params, xb, yb, kb, state, pen)
 
     def fast_body(carry, batch):
         params, opt_state, state = carry
@@ -366,7 +393,7 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         key: Array, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
         grad: str = "manual", callback: Optional[Callable] = None, state=None,
         on_divergence: str = "raise", unroll: int = 1, mesh=None,
-        checkpoint_dir=None, checkpoint_every: int = 1, keep: int = 2):
+        checkpoint_dir=None, checkpoint_every: int = 1, keep: int = 2, l1=None, l2=None):
     """Trains `params` with `optimizer` on (x, y); returns `(params, history)`.
 
     Args:
@@ -408,6 +435,10 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         fingerprint differs is refused with a ValueError naming what differs, and a
         run that diverged raises its `DivergenceError` again (or returns as
         `on_divergence="stop"` did) instead of returning as if it had trained.
+      l1, l2: penalty weights for this run, overriding the model's (None: the model's).
+        They reach the compiled epoch as data: fits that differ only in them compile
+        the epoch once.  Finite numbers >= 0 (or concrete scalar arrays).  A given
+        value is part of a checkpoint's fingerprint.
 
     Returns:
       (params, history): history has lists `train_loss`, `val_loss`, `epoch_time`,
@@ -456,6 +487,7 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
     check_mode(model, train=True, key=key, state=state, where="fit")
 
     _check_hyperparameters(optimizer, dtype)
+    pen = check_penalties(l1, l2, where="fit")
 
     opt_state = optimizer.init(params)
     run = _new_run(params, opt_state, state)
@@ -464,6 +496,9 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
         signature = dict(n=n, batch_size=batch_size, grad=grad, epochs=epochs,
                          optimizer=_optim.describe(optimizer),
                          data=_data_fingerprint(x, y, xv, yv))
+        if pen != (None, None):  # only when given: older checkpoints still resume
+            signature["penalties"] = {
+                n_: (None if v is None else float(v)) for n_, v in zip(("l1", "l2"), pen)}
         run = _resume(run, model, checkpoint_dir, key, signature)
     if mesh is not None:
         _parallel.check_mesh(mesh, batch_size)
@@ -479,7 +514,7 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
                   n_batches=n_batches, unroll=unroll, mesh=mesh)
 
     def launch(params, opt_state, state, e):
-        args = (params, opt_state, state, x, y, xv, yv, key, np.int32(e))
+        args = (params, opt_state, state, x, y, xv, yv, key, np.int32(e), pen)
         return args, _run_epoch(*args, **static)
 
     if "diverged" in history:  # resumed from a run that diverged: the same outcome again
