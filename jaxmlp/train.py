@@ -389,6 +389,260 @@ def _prepare_data(model, x, y, dtype, name, *, where: str):
 _AHEAD_S = 0.05  # seconds: after an epoch this short, fit runs one epoch ahead (see there)
 
 
+class _Plan(NamedTuple):
+    """`fit`'s checked arguments and prepared data (made by `_prepare`)."""
+
+    x: Array
+    y: Array
+    xv: Any             # validation inputs, or None
+    yv: Any
+    key: Array
+    state: Any          # batch-norm statistics to start from (None without batch norm)
+    pen: tuple          # (l1, l2) overrides as data, (None, None) for the model's
+    epochs: int
+    batch_size: int     # clipped to N
+    n_batches: int      # ⌊N / batch_size⌋
+    unroll: int
+    checkpoint_every: int
+    keep: int
+    patience: Optional[int]
+
+
+def _prepare(model, params, optimizer, x, y, *, epochs, batch_size, key, validation,
+             patience, min_delta, grad, state, on_divergence, unroll, checkpoint_every,
+             keep, l1, l2) -> _Plan:
+    """Checks `fit`'s arguments and prepares its data.
+
+    In: fit's arguments as given.  Out: a `_Plan`: x, y (and the validation pair, or
+    None) as arrays of the parameters' dtype, checked finite; the checked key; the
+    batch-norm state to start from (`init_state` when batch norm and none given); the
+    penalties as data; the integer settings.  Raises fit's TypeError/ValueError, in
+    the order fit always checked them.
+    """
+    check_model(model, where="fit")
+    _check_optimizer(optimizer, "fit")
+    _check_grad(grad, "fit")
+    check_params(model, params, where="fit")
+    epochs = _v.positive_int(epochs, "epochs", where="fit")
+    unroll = _v.positive_int(unroll, "unroll", where="fit")
+    checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where="fit")
+    keep = _v.positive_int(keep, "keep", where="fit")
+    if patience is not None:
+        patience = _v.positive_int(patience, "patience", where="fit")
+        if validation is None:
+            raise ValueError("fit: patience (early stopping) needs validation=(x_val, y_val)")
+    _v.nonneg_real(min_delta, "min_delta", where="fit")
+    _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where="fit")
+    key = _check_key(key, "key", where="fit")
+    dtype = params[0]["W"].dtype
+    x, y = _prepare_data(model, x, y, dtype, "", where="fit")
+    n = x.shape[0]
+    if batch_size is None:
+        batch_size = n
+    batch_size = min(_v.positive_int(batch_size, "batch_size", where="fit"), n)
+    xv = yv = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError(f"fit: validation must be a pair (x_val, y_val), got "
+                            f"{type(validation).__name__}")
+        xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation",
+                               where="fit")
+    if model.norm == "batch":
+        state = init_state(model, dtype=dtype) if state is None else state
+    check_mode(model, train=True, key=key, state=state, where="fit")
+    _check_hyperparameters(optimizer, dtype)
+    pen = check_penalties(l1, l2, where="fit")
+    return _Plan(x, y, xv, yv, key, state, pen, epochs, batch_size, n // batch_size, unroll,
+                 checkpoint_every, keep, patience)
+
+
+def _signature(plan: _Plan, optimizer, grad) -> dict:
+    """The run's fingerprint that a checkpoint holds and a resume must match: n,
+    batch_size, grad, epochs, the optimizer (`optim.describe`), the data
+    (`_data_fingerprint`) and, only when given, the penalties."""
+    signature = dict(n=plan.x.shape[0], batch_size=plan.batch_size, grad=grad,
+                     epochs=plan.epochs, optimizer=_optim.describe(optimizer),
+                     data=_data_fingerprint(plan.x, plan.y, plan.xv, plan.yv))
+    if plan.pen != (None, None):  # only when given: older checkpoints still resume
+        signature["penalties"] = {
+            n_: (None if v is None else float(v)) for n_, v in zip(("l1", "l2"), plan.pen)}
+    return signature
+
+
+def _start(model, params, optimizer, plan: _Plan, *, grad, mesh, checkpoint_dir):
+    """The run to train from.
+
+    In: the checked plan; `checkpoint_dir` (or None) and `mesh` (or None).  Out:
+    (run, plan, save): `run` a fresh `_Run` (state from `optimizer.init(params)`) or,
+    with checkpoint_dir, the newest valid checkpoint's (`_resume`, which refuses another
+    run's folder); with a mesh, run and the plan's data replicated over it (after
+    `check_mesh`); `save(run)` writes a checkpoint, None without checkpoint_dir.
+    """
+    run = _new_run(params, optimizer.init(params), plan.state)
+    save = None
+    if checkpoint_dir is not None:
+        signature = _signature(plan, optimizer, grad)
+        run = _resume(run, model, checkpoint_dir, plan.key, signature)
+        save = functools.partial(_save_run, model=model, directory=checkpoint_dir,
+                                 key=plan.key, keep=plan.keep, signature=signature)
+    if mesh is not None:
+        _parallel.check_mesh(mesh, plan.batch_size)
+        x, y, xv, yv = _parallel.replicate(mesh, (plan.x, plan.y, plan.xv, plan.yv))
+        plan = plan._replace(x=x, y=y, xv=xv, yv=yv)
+        p, o, s, bp, bs = _parallel.replicate(
+            mesh, (run.params, run.opt_state, run.state, run.best_params, run.best_state))
+        run = run._replace(params=p, opt_state=o, state=s, best_params=bp, best_state=bs)
+    return run, plan, save
+
+
+def _replay_divergence(run: _Run, on_divergence, checkpoint_dir):
+    """A run resumed from the checkpoint of a run that diverged ends the same way again:
+    raises its `DivergenceError` (on_divergence="raise") or returns (params, history)
+    as "stop" did."""
+    history = run.history
+    d = history["diverged"]
+    history["state"] = run.state
+    if on_divergence == "raise":
+        raise DivergenceError(
+            d["epoch"], d["step"], run.params, run.opt_state, run.state, history,
+            cause=d.get("cause", 1),
+            note=f" (This run diverged before, as recorded in checkpoint_dir "
+                 f"{str(checkpoint_dir)!r}; to try again with other settings, use "
+                 f"another folder or delete this one.)")
+    return run.params, history
+
+
+def _launch(plan: _Plan, static, params, opt_state, state, epoch):
+    """Dispatches epoch `epoch` from (params, opt_state, state) without waiting for it.
+    Out: (args, out): `args` the epoch's inputs (for a guarded re-run), `out` its
+    `_EpochOut` of device arrays, not read."""
+    args = (params, opt_state, state, plan.x, plan.y, plan.xv, plan.yv, plan.key,
+            np.int32(epoch), plan.pen)
+    return args, _run_epoch(*args, **static)
+
+
+def _dispatch(pending, ahead, run: _Run, epoch, plan: _Plan, static):
+    """The one-epoch look-ahead.
+
+    In: `pending` ((args, out) of `epoch` if it was dispatched ahead, else None),
+    `ahead` (whether to run ahead now), the run.  Out: (args, out, pending): epoch
+    `epoch`'s (the pending one, or dispatched now from the run) and the new pending:
+    epoch + 1 dispatched from out's unread results when `ahead` and there is an
+    epoch + 1, else None.
+    """
+    args, out = pending if pending is not None else _launch(
+        plan, static, run.params, run.opt_state, run.state, epoch)
+    pending = None
+    if ahead and epoch + 1 < plan.epochs:
+        pending = _launch(plan, static, out.params, out.opt_state, out.state, epoch + 1)
+    return args, out, pending
+
+
+def _read_epoch(args, out: _EpochOut, static):
+    """Reads an epoch's results back and handles the fast path's divergence flag.
+
+    In: the epoch's (args, out) from `_launch`.  One device→host transfer reads the
+    step flag, the two losses and the rate of the epoch's last step (read off the
+    opt_state it ends with).  When the fast path saw something non-finite (flag −2) the
+    epoch re-runs guarded from `args` (a second transfer, only then).  Out: (out, bad,
+    cause, train_loss, val, rate, rerun): `out` the guarded one after a re-run, `bad`
+    an int (≥ 0: the first non-finite step, not applied; −1: none), `cause` its key in
+    CAUSES, the rest host scalars (rate None for an optimizer without one), `rerun`
+    True after a re-run (an epoch dispatched ahead from the fast out is then stale).
+    """
+    rate = _optim.current_learning_rate(out.opt_state)
+    bad, train_loss, val, rate = jax.device_get(
+        (out.bad_step, out.train_loss, out.val_loss, rate))
+    cause, rerun = 0, bad == -2
+    if rerun:  # something non-finite: re-run the epoch with per-step guards
+        out = _run_epoch(*args, **static, guarded=True)
+        bad, cause, train_loss, val = jax.device_get(
+            (out.bad_step, out.cause, out.train_loss, out.val_loss))
+    return out, int(bad), int(cause), train_loss, val, rate, rerun
+
+
+def _diverge(run: _Run, epoch, bad, cause, *, on_divergence, save):
+    """Records a divergence at step `bad` of epoch `epoch` in run.history (`diverged`,
+    `stopped_early`, `state`), saves the run when checkpointing (`save` not None), then
+    raises `DivergenceError` with run's last finite params when on_divergence is
+    "raise" (else returns, and fit stops)."""
+    history = run.history
+    history["diverged"] = {"epoch": epoch, "step": bad, "cause": cause, "what": CAUSES[cause]}
+    history["stopped_early"] = True
+    history["state"] = run.state
+    if save is not None:
+        save(run)
+    if on_divergence == "raise":
+        raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history,
+                              cause=cause)
+
+
+def _early_stopping_update(run: _Run, val: float, min_delta) -> _Run:
+    """Early-stopping bookkeeping after an epoch with validation loss `val` (the
+    epoch just recorded, epochs_run − 1): an improvement below best − min_delta keeps
+    the epoch's params and state as the best (and history["best_epoch"]), resetting
+    since_best; otherwise since_best grows by one.  Out: the updated run."""
+    if val < run.best_val - min_delta:
+        run.history["best_epoch"] = run.history["epochs_run"] - 1
+        return run._replace(best_val=val, best_params=run.params, best_state=run.state,
+                            since_best=0)
+    return run._replace(since_best=run.since_best + 1)
+
+
+def _record_epoch(run: _Run, train_loss, val, rate, elapsed, *, validated, min_delta):
+    """Appends a finished epoch to run.history (train_loss, epoch_time, learning_rate,
+    epochs_run and, when `validated`, val_loss with early-stopping bookkeeping).  In:
+    host scalars from `_read_epoch`.  Out: (run, logs), logs the callback's dict."""
+    history = run.history
+    train_loss = float(train_loss)
+    rate = None if rate is None else float(rate)
+    history["train_loss"].append(train_loss)
+    history["epoch_time"].append(elapsed)
+    history.setdefault("learning_rate", []).append(rate)
+    history["epochs_run"] += 1
+    logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None,
+            "learning_rate": rate}
+    if validated:
+        val = float(val)
+        history["val_loss"].append(val)
+        logs["val_loss"] = val
+        run = _early_stopping_update(run, val, min_delta)
+    return run, logs
+
+
+def _check_stop(run: _Run, logs, callback, patience) -> None:
+    """Sets history["stopped_early"] when the callback (called as callback(epoch,
+    logs) for the epoch just recorded) returns True or patience has run out."""
+    epoch = run.history["epochs_run"] - 1
+    stop = bool(callback(epoch, logs)) if callback is not None else False
+    if stop or (patience is not None and run.since_best >= patience):
+        run.history["stopped_early"] = True
+
+
+def _maybe_checkpoint(run: _Run, plan: _Plan, save) -> None:
+    """Saves the run (when checkpointing: `save` not None) every checkpoint_every
+    epochs, after the last epoch, and when training stops early."""
+    epoch = run.history["epochs_run"]
+    if save is not None and (epoch % plan.checkpoint_every == 0 or epoch == plan.epochs
+                             or run.history["stopped_early"]):
+        save(run)
+
+
+def _finish(run: _Run, patience):
+    """fit's return value (params, history): early stopping hands back the best
+    epoch's parameters; without patience the last epoch's, and after a divergence the
+    last finite ones.  Fills in best_epoch (the last epoch without validation) and the
+    final batch-norm state."""
+    history = run.history
+    params, state = run.params, run.state
+    if patience is not None and run.best_params is not None and "diverged" not in history:
+        params, state = run.best_params, run.best_state
+    elif history["best_epoch"] is None:
+        history["best_epoch"] = max(history["epochs_run"] - 1, 0)
+    history["state"] = state
+    return params, history
+
+
 def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
         key: Array, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
         grad: str = "manual", callback: Optional[Callable] = None, state=None,
@@ -453,157 +707,41 @@ def fit(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optiona
       the last epoch without validation), `stopped_early`, `epochs_run`, and `state`
       (the final batch-norm statistics, or None).
     """
-    check_model(model, where="fit")
-    _check_optimizer(optimizer, "fit")
-    _check_grad(grad, "fit")
-    check_params(model, params, where="fit")
-    epochs = _v.positive_int(epochs, "epochs", where="fit")
-    unroll = _v.positive_int(unroll, "unroll", where="fit")
-    checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where="fit")
-    keep = _v.positive_int(keep, "keep", where="fit")
-    if patience is not None:
-        patience = _v.positive_int(patience, "patience", where="fit")
-        if validation is None:
-            raise ValueError("fit: patience (early stopping) needs validation=(x_val, y_val)")
-    _v.nonneg_real(min_delta, "min_delta", where="fit")
-    _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where="fit")
-    key = _check_key(key, "key", where="fit")
-    dtype = params[0]["W"].dtype
-    x, y = _prepare_data(model, x, y, dtype, "", where="fit")
-    n = x.shape[0]
-    if batch_size is None:
-        batch_size = n
-    batch_size = min(_v.positive_int(batch_size, "batch_size", where="fit"), n)
-    n_batches = n // batch_size
-    xv = yv = None
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError(f"fit: validation must be a pair (x_val, y_val), got "
-                            f"{type(validation).__name__}")
-        xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation",
-                               where="fit")
-    if model.norm == "batch":
-        state = init_state(model, dtype=dtype) if state is None else state
-    check_mode(model, train=True, key=key, state=state, where="fit")
-
-    _check_hyperparameters(optimizer, dtype)
-    pen = check_penalties(l1, l2, where="fit")
-
-    opt_state = optimizer.init(params)
-    run = _new_run(params, opt_state, state)
-    signature = None
-    if checkpoint_dir is not None:
-        signature = dict(n=n, batch_size=batch_size, grad=grad, epochs=epochs,
-                         optimizer=_optim.describe(optimizer),
-                         data=_data_fingerprint(x, y, xv, yv))
-        if pen != (None, None):  # only when given: older checkpoints still resume
-            signature["penalties"] = {
-                n_: (None if v is None else float(v)) for n_, v in zip(("l1", "l2"), pen)}
-        run = _resume(run, model, checkpoint_dir, key, signature)
-    if mesh is not None:
-        _parallel.check_mesh(mesh, batch_size)
-        x, y, xv, yv = _parallel.replicate(mesh, (x, y, xv, yv))
-        p, o, s, bp, bs = _parallel.replicate(
-            mesh, (run.params, run.opt_state, run.state, run.best_params, run.best_state))
-        run = run._replace(params=p, opt_state=o, state=s, best_params=bp, best_state=bs)
-
-    history = run.history
-    save = functools.partial(_save_run, model=model, directory=checkpoint_dir, key=key,
-                             keep=keep, signature=signature)
-    static = dict(model=model, optimizer=optimizer, grad=grad, batch_size=batch_size,
-                  n_batches=n_batches, unroll=unroll, mesh=mesh)
-
-    def launch(params, opt_state, state, e):
-        args = (params, opt_state, state, x, y, xv, yv, key, np.int32(e), pen)
-        return args, _run_epoch(*args, **static)
-
-    if "diverged" in history:  # resumed from a run that diverged: the same outcome again
-        d = history["diverged"]
-        history["state"] = run.state
-        if on_divergence == "raise":
-            raise DivergenceError(
-                d["epoch"], d["step"], run.params, run.opt_state, run.state, history,
-                cause=d.get("cause", 1),
-                note=f" (This run diverged before, as recorded in checkpoint_dir "
-                     f"{str(checkpoint_dir)!r}; to try again with other settings, use "
-                     f"another folder or delete this one.)")
-        return run.params, history
-
+    plan = _prepare(model, params, optimizer, x, y, epochs=epochs, batch_size=batch_size,
+                    key=key, validation=validation, patience=patience, min_delta=min_delta,
+                    grad=grad, state=state, on_divergence=on_divergence, unroll=unroll,
+                    checkpoint_every=checkpoint_every, keep=keep, l1=l1, l2=l2)
+    run, plan, save = _start(model, params, optimizer, plan, grad=grad, mesh=mesh,
+                             checkpoint_dir=checkpoint_dir)
+    if "diverged" in run.history:  # resumed from a run that diverged: the same outcome again
+        return _replay_divergence(run, on_divergence, checkpoint_dir)
+    static = dict(model=model, optimizer=optimizer, grad=grad, batch_size=plan.batch_size,
+                  n_batches=plan.n_batches, unroll=plan.unroll, mesh=mesh)
     # One epoch in flight: once an epoch takes less than _AHEAD_S, epoch e + 1 is
     # dispatched from epoch e's outputs before e's flag and losses are read back, so the
     # device does not sit idle through the host's round trip and bookkeeping (W1 of
     # scripts/benchmark.py: ~10 % more samples/s).  Results are unchanged, since an epoch
     # is a deterministic function of its inputs; an epoch dispatched after one that
     # diverged or stopped training is dropped unread.
-    epoch = history["epochs_run"]
-    ahead = False
-    pending = None  # (args, out) of `epoch`, dispatched and not yet read
+    epoch, ahead, pending = run.history["epochs_run"], False, None
     t0 = time.perf_counter()
-    while epoch < epochs and not history["stopped_early"]:
-        args, out = pending if pending is not None else launch(
-            run.params, run.opt_state, run.state, epoch)
-        pending = None
-        if ahead and epoch + 1 < epochs:
-            pending = launch(out.params, out.opt_state, out.state, epoch + 1)
-        # one transfer from the device per epoch: the step flag and the two losses
-        # the rate of the epoch's last step, read off the opt_state it ends with
-        rate = _optim.current_learning_rate(out.opt_state)
-        bad, train_loss, val, rate = jax.device_get(
-            (out.bad_step, out.train_loss, out.val_loss, rate))
-        if bad == -2:  # something non-finite: re-run the epoch with per-step guards
-            pending = None
-            out = _run_epoch(*args, **static, guarded=True)
-            bad, cause, train_loss, val = jax.device_get(
-                (out.bad_step, out.cause, out.train_loss, out.val_loss))
-        bad = int(bad)
+    while epoch < plan.epochs and not run.history["stopped_early"]:
+        args, out, pending = _dispatch(pending, ahead, run, epoch, plan, static)
+        out, bad, cause, train_loss, val, rate, rerun = _read_epoch(args, out, static)
+        pending = None if rerun else pending
         run = run._replace(params=out.params, opt_state=out.opt_state, state=out.state)
         if bad >= 0:  # out holds the last finite params: the bad step was not applied
-            history["diverged"] = {"epoch": epoch, "step": bad, "cause": int(cause),
-                                   "what": CAUSES[int(cause)]}
-            history["stopped_early"] = True
-            history["state"] = run.state
-            if checkpoint_dir is not None:
-                save(run)
-            if on_divergence == "raise":
-                raise DivergenceError(epoch, bad, run.params, run.opt_state, run.state, history,
-                                      cause=int(cause))
+            _diverge(run, epoch, bad, cause, on_divergence=on_divergence, save=save)
             break
-        train_loss = float(train_loss)
         t1 = time.perf_counter()
         elapsed, t0 = t1 - t0, t1
         ahead = elapsed < _AHEAD_S
-        rate = None if rate is None else float(rate)
-        history["train_loss"].append(train_loss)
-        history["epoch_time"].append(elapsed)
-        history.setdefault("learning_rate", []).append(rate)
-        history["epochs_run"] = epoch = epoch + 1
-        logs = {"train_loss": train_loss, "epoch_time": elapsed, "val_loss": None,
-                "learning_rate": rate}
-        if xv is not None:
-            val = float(val)
-            history["val_loss"].append(val)
-            logs["val_loss"] = val
-            if val < run.best_val - min_delta:
-                run = run._replace(best_val=val, best_params=run.params, best_state=run.state,
-                                   since_best=0)
-                history["best_epoch"] = epoch - 1
-            else:
-                run = run._replace(since_best=run.since_best + 1)
-        stop = bool(callback(epoch - 1, logs)) if callback is not None else False
-        if stop or (patience is not None and run.since_best >= patience):
-            history["stopped_early"] = True
-        if checkpoint_dir is not None and (epoch % checkpoint_every == 0 or epoch == epochs
-                                           or history["stopped_early"]):
-            save(run)
-    params, state = run.params, run.state
-    # Early stopping hands back the best epoch's parameters; without patience the last
-    # epoch's, and after a divergence the last finite ones.
-    if patience is not None and run.best_params is not None and "diverged" not in history:
-        params, state = run.best_params, run.best_state
-    elif history["best_epoch"] is None:
-        history["best_epoch"] = max(history["epochs_run"] - 1, 0)
-    history["state"] = state
-    return params, history
+        run, logs = _record_epoch(run, train_loss, val, rate, elapsed,
+                                  validated=plan.xv is not None, min_delta=min_delta)
+        epoch = run.history["epochs_run"]
+        _check_stop(run, logs, callback, plan.patience)
+        _maybe_checkpoint(run, plan, save)
+    return _finish(run, plan.patience)
 
 
 class _Run(NamedTuple):
