@@ -55,16 +55,8 @@ def _numbered_layers(params: Mapping, name: str) -> tuple:
         want = "'W1', 'b1'" + (f", …, 'W{top}', 'b{top}'" if top > 1 else "")
         raise ValueError(f"{name} has keys the oracle does not know: "
                          f"{sorted(map(str, others))}; expected only {want}{extra}")
-    L = max(max(found["W"]), max(found["b"], default=0))
-    for l in range(1, L + 1):
-        for kind in ("W", "b"):
-            if l not in found[kind]:
-                have = "W" if kind == "b" else "b"
-                where = (f"it has '{have}{l}'" if l in found[have]
-                         else f"it has layers up to {L}")
-                raise ValueError(f"{name} has no {kind + str(l)!r}: {where}; every layer l "
-                                 f"needs both 'W<l>' and 'b<l>', numbered 1, 2, … without gaps")
-    return tuple((found["W"][l], found["b"][l]) for l in range(1, L + 1))
+    check_numbered(params, "W", "b", name)  # no gaps, both keys of every layer
+    return tuple((found["W"][l], found["b"][l]) for l in range(1, max(found["W"]) + 1))
 
 
 def unpack(params, name: str = "params"):
