@@ -12,10 +12,11 @@ batch mean's 1/N lives in δ⁽ᴸ⁾ only (see `jaxmlp.backprop`).
     L, grads = jm.value_and_grad(model, params, x, y)
 """
 from jaxmlp import (activations, checkpoint, data, diagnostics, init, layers, losses, optim,
-                    oracle, parallel)
+                    oracle, parallel, sweeps)
 from jaxmlp.backprop import Backprop, backprop, value_and_grad
 from jaxmlp.check import GradientReport, check_gradients
 from jaxmlp.train import DivergenceError, fit, make_train_step
+from jaxmlp.sweeps import sweep
 from jaxmlp.losses import loss
 from jaxmlp.model import MLP, forward, init_params, init_state
 
@@ -34,6 +35,7 @@ __all__ = [
     "GradientReport",
     "fit",
     "make_train_step",
+    "sweep",
     "DivergenceError",
     "activations",
     "checkpoint",
@@ -45,4 +47,5 @@ __all__ = [
     "optim",
     "oracle",
     "parallel",
+    "sweeps",
 ]

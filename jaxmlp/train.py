@@ -304,10 +304,8 @@ def _permutation(key: Array, n: int) -> Array:
     return perm
 
 
-@functools.partial(jax.jit, static_argnames=("model", "optimizer", "grad", "batch_size",
-                                             "n_batches", "unroll", "mesh", "guarded"))
-def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, pen=None, *, model,
-               optimizer, grad, batch_size, n_batches, unroll, mesh, guarded=False):
+def _epoch(params, opt_state, state, x, y, xv, yv, key, epoch, pen=None, *, model,
+           optimizer, grad, batch_size, n_batches, unroll, mesh, guarded=False):
     """One epoch: shuffle, n_batches steps in a lax.scan, then the validation loss.
 
     The scan runs over the (n_batches, batch_size) index matrix of the epoch's
@@ -378,6 +376,11 @@ def _run_epoch(params, opt_state, state, x, y, xv, yv, key, epoch, pen=None, *, 
     return _EpochOut(params, opt_state, state, jnp.mean(losses), bad, cause, val)
 
 
+#: `_epoch` compiled; the keyword arguments are static (`jaxmlp.sweep` vmaps `_epoch`).
+_STATIC = ("model", "optimizer", "grad", "batch_size", "n_batches", "unroll", "mesh", "guarded")
+_run_epoch = jax.jit(_epoch, static_argnames=_STATIC)
+
+
 def _prepare_data(model, x, y, dtype, name, *, where: str):
     x = check_x(model, x, f"{name} x" if name else "x", where=where)
     y = prepare_targets(model, y, x.shape[0], dtype, f"{name} y" if name else "y",
@@ -410,7 +413,7 @@ class _Plan(NamedTuple):
 
 def _prepare(model, params, optimizer, x, y, *, epochs, batch_size, key, validation,
              patience, min_delta, grad, state, on_divergence, unroll, checkpoint_every,
-             keep, l1, l2) -> _Plan:
+             keep, l1, l2, where="fit") -> _Plan:
     """Checks `fit`'s arguments and prepares its data.
 
     In: fit's arguments as given.  Out: a `_Plan`: x, y (and the validation pair, or
@@ -419,39 +422,39 @@ def _prepare(model, params, optimizer, x, y, *, epochs, batch_size, key, validat
     penalties as data; the integer settings.  Raises fit's TypeError/ValueError, in
     the order fit always checked them.
     """
-    check_model(model, where="fit")
-    _check_optimizer(optimizer, "fit")
-    _check_grad(grad, "fit")
-    check_params(model, params, where="fit")
-    epochs = _v.positive_int(epochs, "epochs", where="fit")
-    unroll = _v.positive_int(unroll, "unroll", where="fit")
-    checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where="fit")
-    keep = _v.positive_int(keep, "keep", where="fit")
+    check_model(model, where=where)
+    _check_optimizer(optimizer, where)
+    _check_grad(grad, where)
+    check_params(model, params, where=where)
+    epochs = _v.positive_int(epochs, "epochs", where=where)
+    unroll = _v.positive_int(unroll, "unroll", where=where)
+    checkpoint_every = _v.positive_int(checkpoint_every, "checkpoint_every", where=where)
+    keep = _v.positive_int(keep, "keep", where=where)
     if patience is not None:
-        patience = _v.positive_int(patience, "patience", where="fit")
+        patience = _v.positive_int(patience, "patience", where=where)
         if validation is None:
-            raise ValueError("fit: patience (early stopping) needs validation=(x_val, y_val)")
-    _v.nonneg_real(min_delta, "min_delta", where="fit")
-    _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where="fit")
-    key = _check_key(key, "key", where="fit")
+            raise ValueError(f"{where}: patience (early stopping) needs validation=(x_val, y_val)")
+    _v.nonneg_real(min_delta, "min_delta", where=where)
+    _v.one_of(on_divergence, "on_divergence", ("raise", "stop"), where=where)
+    key = _check_key(key, "key", where=where)
     dtype = params[0]["W"].dtype
-    x, y = _prepare_data(model, x, y, dtype, "", where="fit")
+    x, y = _prepare_data(model, x, y, dtype, "", where=where)
     n = x.shape[0]
     if batch_size is None:
         batch_size = n
-    batch_size = min(_v.positive_int(batch_size, "batch_size", where="fit"), n)
+    batch_size = min(_v.positive_int(batch_size, "batch_size", where=where), n)
     xv = yv = None
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError(f"fit: validation must be a pair (x_val, y_val), got "
+            raise TypeError(f"{where}: validation must be a pair (x_val, y_val), got "
                             f"{type(validation).__name__}")
         xv, yv = _prepare_data(model, validation[0], validation[1], dtype, "validation",
-                               where="fit")
+                               where=where)
     if model.norm == "batch":
         state = init_state(model, dtype=dtype) if state is None else state
-    check_mode(model, train=True, key=key, state=state, where="fit")
-    _check_hyperparameters(optimizer, dtype)
-    pen = check_penalties(l1, l2, where="fit")
+    check_mode(model, train=True, key=key, state=state, where=where)
+    _check_hyperparameters(optimizer, dtype, fn=where)
+    pen = check_penalties(l1, l2, where=where)
     return _Plan(x, y, xv, yv, key, state, pen, epochs, batch_size, n // batch_size, unroll,
                  checkpoint_every, keep, patience)
 
@@ -779,7 +782,7 @@ def _save_run(run: _Run, *, model, directory, key, keep, signature):
     checkpoint.prune(directory, keep)
 
 
-def _check_hyperparameters(optimizer, dtype) -> None:
+def _check_hyperparameters(optimizer, dtype, fn="fit") -> None:
     """ValueError when a numeric hyperparameter of `optimizer` overflows the parameters'
     dtype (e.g. sgd(1e39) with float32 params: η·g would be Inf at the first step)."""
     limit = float(jnp.finfo(dtype).max)
@@ -794,7 +797,7 @@ def _check_hyperparameters(optimizer, dtype) -> None:
                 walk(v, where)
         elif isinstance(desc, float) and abs(desc) > limit:
             raise ValueError(
-                f"fit: optimizer must have hyperparameters that fit the parameters' dtype "
+                f"{fn}: optimizer must have hyperparameters that fit the parameters' dtype "
                 f"{jnp.dtype(dtype).name}, got {where} = {desc!r}: it overflows the parameters' "
                 f"dtype {jnp.dtype(dtype).name} (largest finite value {limit:.3g}); use a "
                 f"smaller value, or float64 parameters")

@@ -1,0 +1,631 @@
+"""Many models in one compile: `sweep` trains M MLPs of one architecture at once.
+
+    for m = 0 … M−1, at once:   θ_m ← fit's epoch(θ_m, s_m, key_m, η_m, λ_m)
+
+The M models share the architecture (`MLP`), the data, the batch size, the number of
+epochs and the early-stopping settings.  Each has its own initial parameters, its own key
+(shuffling and dropout), its own optimizer numbers (learning rate, b1, eps, weight decay, a
+schedule's values: M optimizers of one structure, e.g. ``[adam(r) for r in rates]``) and
+its own penalty weights ``l1``/``l2``.  Arrays carry the model axis first: parameters
+``W`` of shape (M, n_out, n_in), history arrays (M, epochs).
+
+Model m of a sweep *is* the `fit` of model m: every epoch runs fit's own epoch function
+(`jaxmlp.train`, one `lax.scan` over minibatches) under `jax.vmap` over the model axis, in
+one jitted program for all M, and the host keeps each model's history with fit's own
+bookkeeping (the same recording, early stopping and divergence pieces).  Per model:
+
+- early stopping: a model whose validation loss has not improved for `patience` epochs
+  stops; its parameters and optimizer state are frozen from then on (the vmapped program
+  still runs its epoch and discards it: a `where`), and it hands back its best epoch's
+  parameters, as `fit` does;
+- divergence: the first non-finite step of model m (loss, gradient, update, parameters,
+  optimizer or batch-norm state) is not applied, m is frozen with its last finite
+  parameters and ``history["diverged"][m]`` says where and what; the others train on.
+  A sweep never raises for one model's divergence (fit's ``on_divergence="stop"``);
+- the one-epoch look-ahead, the fast path with a guarded re-run of an epoch that saw a
+  non-finite value (only for the models that saw one), and checkpoint/resume (of the
+  whole sweep, bitwise equal to an uninterrupted one) are fit's too.
+
+Devices: the model axis is split over ``devices`` (default: all of ``jax.devices()``),
+each device training M/d models, where d is the largest divisor of M that is at most the
+number of devices (M = 6 on 4 devices: 3 devices, two models each); data are replicated.
+JAX starts with one CPU device unless told otherwise, so to use every core of a CPU set
+``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` before JAX first runs
+anything (`jaxmlp train` does this itself).  ``devices=1`` keeps everything on one.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxmlp import _validate as _v
+from jaxmlp import optim as _optim
+from jaxmlp import train as _train
+from jaxmlp.losses import _penalty_value
+from jaxmlp.model import MLP, _check_key, check_model, init_params
+
+__all__ = ["sweep", "init_many", "stack", "unstack", "member", "best_model", "AXIS"]
+
+#: The mesh axis name of the model axis.
+AXIS = "models"
+
+_WHERE = "sweep"
+
+
+# --------------------------------------------------------------------------- stacking
+
+def stack(trees: Sequence) -> Any:
+    """One pytree whose every leaf stacks the M trees' leaves on a new leading axis.
+
+    In: a non-empty sequence of M pytrees of one structure (e.g. M params lists from
+    `jaxmlp.init_params`), leaves of equal shapes.  Out: that structure with leaves of
+    shape (M, *shape)."""
+    trees = list(trees)
+    if not trees:
+        raise ValueError("stack: trees must hold at least one pytree, got an empty sequence")
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree) -> list:
+    """The inverse of `stack`: M pytrees, the m-th holding every leaf's slice m.
+
+    In: a pytree whose leaves share a leading (model) axis of length M, e.g. the params
+    `sweep` returns.  Out: a list of M pytrees (leaves of shape leaf.shape[1:])."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if not leaves:
+        return []
+    n = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
+    if len(n) != 1 or None in n:
+        raise ValueError(f"unstack: every leaf must have the same leading (model) axis, got "
+                         f"leading sizes {sorted(n, key=str)}")
+    return [jax.tree_util.tree_unflatten(treedef, [a[m] for a in leaves])
+            for m in range(n.pop())]
+
+
+def init_many(keys, model: MLP, scheme: Optional[str] = None, *, dtype=None) -> list:
+    """M models' initial parameters, stacked: model m is ``init_params(keys[m], model,
+    scheme, dtype=dtype)`` exactly.
+
+    In: `keys`, an array of M ≥ 1 keys (``jax.random.split(key, M)``; raw uint32 keys of
+    shape (M, 2) too).  Out: params with a leading model axis: W (M, n_out, n_in),
+    b (M, n_out)."""
+    keys = _keys(keys, None, "keys", where="init_many")
+    return stack([init_params(keys[m], model, scheme, dtype=dtype)
+                  for m in range(keys.shape[0])])
+
+
+# --------------------------------------------------------------------------- checks
+
+def _keys(key, n_models: Optional[int], name: str, *, where: str) -> jax.Array:
+    """An array of keys, one per model: `key` as given when it holds n_models of them
+    (typed, shape (M,), or raw uint32 (M, 2)), else a single key split into n_models."""
+    if isinstance(key, (jax.Array, np.ndarray)) and not isinstance(key, jax.core.Tracer):
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        if typed and key.ndim == 1 or (not typed and key.dtype == np.uint32 and key.ndim == 2):
+            keys = key if typed else jax.random.wrap_key_data(jnp.asarray(key))
+            if keys.shape[0] < 1:
+                raise ValueError(f"{where}: {name} must hold at least one key, got none")
+            if n_models is not None and keys.shape[0] != n_models:
+                raise ValueError(
+                    f"{where}: {name} must be one key or one key per model ({n_models}, the "
+                    f"params' leading axis), got {keys.shape[0]} keys")
+            return keys
+    if n_models is None:
+        raise TypeError(f"{where}: {name} must be an array of keys (jax.random.split(key, M)), "
+                        f"got {type(key).__name__} of shape {np.shape(key)}")
+    return jax.random.split(_check_key(key, name, where=where), n_models)
+
+
+def _n_models(model: MLP, params) -> int:
+    """M, the leading axis of the stacked params, after checking their structure, shapes
+    ((M, *shape) for every leaf of one model's params) and that every model's values are
+    finite (a non-finite one is named with its model index)."""
+    expected = model.layer_shapes()
+    if not isinstance(params, list):
+        raise TypeError(
+            f"{_WHERE}: params must be a list of {len(expected)} dicts with a leading model "
+            f"axis on every leaf (jaxmlp.sweeps.init_many), got {type(params).__name__}")
+    if len(params) != len(expected):
+        raise ValueError(f"{_WHERE}: params has {len(params)} layers but the model "
+                         f"{model.sizes} has {len(expected)}")
+    n = None
+    for l, (layer, shapes) in enumerate(zip(params, expected)):
+        if not isinstance(layer, dict):
+            raise TypeError(f"{_WHERE}: params[{l}] must be a dict, got {type(layer).__name__}")
+        if set(layer) != set(shapes):
+            raise ValueError(
+                f"{_WHERE}: params[{l}] must have keys {sorted(shapes)}, got {sorted(layer)}")
+        for k, shape in shapes.items():
+            leaf = layer[k]
+            if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+                raise TypeError(f"{_WHERE}: params[{l}][{k!r}] must be an array, got "
+                                f"{type(leaf).__name__}")
+            got = tuple(leaf.shape)
+            if n is None and len(got) == len(shape) + 1:
+                n = got[0]
+            if len(got) != len(shape) + 1 or got[1:] != shape or got[0] != n:
+                want = f"({n}, {', '.join(map(str, shape))})" if n is not None else \
+                    f"(M, {', '.join(map(str, shape))})"
+                raise ValueError(
+                    f"{_WHERE}: params[{l}][{k!r}] must have shape {want} (a leading model "
+                    f"axis, then the layer's shape), got {got}")
+            if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                raise TypeError(f"{_WHERE}: params[{l}][{k!r}] must be a float array, got "
+                                f"dtype {leaf.dtype}")
+    if n < 1:
+        raise ValueError(f"{_WHERE}: params must hold at least one model (a leading axis of "
+                         f"length >= 1), got 0")
+    for l, layer in enumerate(params):
+        for k, leaf in layer.items():
+            ok = np.isfinite(np.asarray(leaf)).reshape(n, -1).all(axis=1)
+            if not ok.all():
+                m = int(np.argmin(ok))
+                raise ValueError(
+                    f"{_WHERE}: params[{l}][{k!r}] of model {m} contains NaN or Inf; "
+                    f"parameters must be finite: start from init_many or a checkpoint")
+    return n
+
+
+def _optimizers(optimizer, n_models: int) -> list:
+    """One optimizer per model: `optimizer` repeated, or the M given ones after checking
+    that they share one structure (so one compiled program serves them all)."""
+    if isinstance(optimizer, _optim.GradientTransformation):
+        return [optimizer] * n_models
+    if not isinstance(optimizer, (list, tuple)):
+        _train._check_optimizer(optimizer, _WHERE)
+    if len(optimizer) != n_models:
+        raise ValueError(
+            f"{_WHERE}: optimizer must be one optimizer or one per model ({n_models}, the "
+            f"params' leading axis), got {len(optimizer)}")
+    for m, opt in enumerate(optimizer):
+        _train._check_optimizer(opt, f"{_WHERE}: optimizer[{m}] (model {m})")
+        if opt != optimizer[0]:
+            raise ValueError(
+                f"{_WHERE}: optimizer[{m}] (model {m}) must have the structure of "
+                f"optimizer[0] (the same factory and options; only numbers may differ), got "
+                f"{_train._optimizer_text(_optim.describe(opt))} and "
+                f"{_train._optimizer_text(_optim.describe(optimizer[0]))}")
+    return list(optimizer)
+
+
+def _penalties(value, name: str, n_models: int):
+    """An l1/l2 override as an (M,) array (a number: the same for every model), or None
+    (the model's own).  Each value must be a finite number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or np.ndim(value) == 1:
+        values = list(np.asarray(value).tolist()) if not isinstance(value, (list, tuple)) \
+            else list(value)
+        if len(values) != n_models:
+            raise ValueError(
+                f"{_WHERE}: {name} must be one number or one per model ({n_models}, the "
+                f"params' leading axis), got {len(values)} values")
+        for m, v in enumerate(values):
+            _penalty_value(v, f"{name}[{m}] (model {m})", _WHERE)
+        return jnp.asarray(np.asarray(values, float), jnp.result_type(float))
+    one = _penalty_value(value, name, _WHERE)
+    return jnp.broadcast_to(one, (n_models,))
+
+
+def _mesh(devices, n_models: int) -> Optional[Mesh]:
+    """The mesh over the model axis (None for one device): the first d of `devices`
+    (default all of `jax.devices()`; an int n: the first n), d the largest divisor of M
+    that is at most their number."""
+    if devices is None:
+        devs = jax.devices()
+    elif isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
+        n = _v.positive_int(devices, "devices", where=_WHERE)
+        devs = jax.devices()
+        if n > len(devs):
+            raise ValueError(f"{_WHERE}: devices must be at most the {len(devs)} devices JAX "
+                             f"has, got {n}")
+        devs = devs[:n]
+    elif isinstance(devices, (list, tuple)) and devices:
+        devs = list(devices)
+    else:
+        raise TypeError(f"{_WHERE}: devices must be None, a positive int or a non-empty list "
+                        f"of jax devices, got {devices!r}")
+    d = max(k for k in range(1, len(devs) + 1) if n_models % k == 0)
+    return None if d == 1 else Mesh(np.asarray(devs[:d]), (AXIS,))
+
+
+# --------------------------------------------------------------------------- one epoch
+
+def _select(mask, new, old):
+    """`new` where mask[m] else `old`, model by model (mask (M,) bool; leaves (M, …))."""
+    def one(a, b):
+        return jnp.where(mask.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+    return jax.tree_util.tree_map(one, new, old)
+
+
+_select_jit = jax.jit(_select)
+
+
+def _sweep_epoch(params, opt_state, state, x, y, xv, yv, keys, epoch, pen, active, *,
+                 guarded=False, **static):
+    """fit's epoch for every model at once (vmapped over the model axis of params,
+    opt_state, state, keys and pen; the data shared).  A model that is not `active`
+    (stopped early or diverged) keeps its params, opt_state and state, and its flag
+    reads −1 (nothing to re-run)."""
+    def one(p, o, s, k, pn):
+        return _train._epoch(p, o, s, x, y, xv, yv, k, epoch, pn, guarded=guarded, **static)
+
+    out = jax.vmap(one)(params, opt_state, state, keys, pen)
+    kept = _select(active, (out.params, out.opt_state, out.state), (params, opt_state, state))
+    return out._replace(params=kept[0], opt_state=kept[1], state=kept[2],
+                        bad_step=jnp.where(active, out.bad_step, -1))
+
+
+_run_sweep_epoch = jax.jit(_sweep_epoch, static_argnames=_train._STATIC)
+
+
+class _Sweep(NamedTuple):
+    """What `sweep` carries from epoch to epoch on the device (model axis first) and for
+    each model on the host (`runs`: fit's `_Run` bookkeeping, params not kept there)."""
+
+    params: Any
+    opt_state: Any
+    state: Any
+    best_params: Any
+    best_state: Any
+    runs: list          # M `train._Run`s: history, best_val, since_best
+    active: np.ndarray  # (M,) bool: still training
+    has_best: np.ndarray  # (M,) bool: best_params[m] was set (early stopping)
+    epoch_time: list    # the sweep's wall time per epoch
+
+
+def _launch(plan, static, keys, pen, sw: _Sweep, params, opt_state, state, epoch):
+    args = (params, opt_state, state, plan.x, plan.y, plan.xv, plan.yv, keys,
+            np.int32(epoch), pen, jnp.asarray(sw.active))
+    return args, _run_sweep_epoch(*args, **static)
+
+
+def _read(args, out, static):
+    """fit's `_read_epoch` for M models: one transfer of the flags, losses and rates
+    ((M,) each); the models whose fast path saw a non-finite value (flag −2) take the
+    guarded re-run's results (a second program and transfer, only then).  Out: (out,
+    bad, cause, train_loss, val, rate, rerun) with host arrays of shape (M,)."""
+    rate = _optim.current_learning_rate(out.opt_state)
+    bad, train_loss, val, rate = jax.device_get(
+        (out.bad_step, out.train_loss, out.val_loss, rate))
+    bad = np.asarray(bad)
+    cause = np.zeros_like(bad)
+    rerun = bad == -2
+    if rerun.any():
+        guarded = _run_sweep_epoch(*args, **static, guarded=True)
+        out = _select_jit(jnp.asarray(rerun), guarded, out)
+        bad, cause, train_loss, val = map(np.asarray, jax.device_get(
+            (out.bad_step, out.cause, out.train_loss, out.val_loss)))
+    return out, bad, cause, np.asarray(train_loss), np.asarray(val), rate, bool(rerun.any())
+
+
+def _book(sw: _Sweep, epoch, bad, cause, train_loss, val, rate, elapsed, *, validated,
+          min_delta, patience) -> tuple:
+    """fit's per-epoch bookkeeping for each active model (`_diverge` with
+    on_divergence="stop", `_record_epoch`, `_check_stop`).  Out: (improved, stopped),
+    (M,) bool masks of the models whose validation loss improved (their params become
+    the best) and of those that stopped at this epoch."""
+    n = len(sw.runs)
+    improved, stopped = np.zeros(n, bool), np.zeros(n, bool)
+    for m in np.flatnonzero(sw.active):
+        run = sw.runs[m]
+        if bad[m] >= 0:
+            _train._diverge(run, epoch, int(bad[m]), int(cause[m]), on_divergence="stop",
+                            save=None)
+            stopped[m] = True
+            continue
+        before = run.history["best_epoch"]
+        r = None if rate is None else np.asarray(rate)[m]
+        run, logs = _train._record_epoch(run, train_loss[m], val[m], r, elapsed,
+                                         validated=validated, min_delta=min_delta)
+        improved[m] = run.history["best_epoch"] != before
+        _train._check_stop(run, logs, None, patience)
+        stopped[m] = run.history["stopped_early"]
+        sw.runs[m] = run
+    return improved, stopped
+
+
+def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
+          key, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
+          grad: str = "manual", callback: Optional[Callable] = None, state=None,
+          unroll: int = 1, devices=None, checkpoint_dir=None, checkpoint_every: int = 1,
+          keep: int = 2, l1=None, l2=None):
+    """Trains M models of one architecture on (x, y) at once; returns `(params, history)`.
+
+    Model m's result equals ``fit(model, params_m, optimizer_m, x, y, key=key_m, l1=l1_m,
+    l2=l2_m, …, on_divergence="stop")`` (float64: to 1e-12; the summation order inside
+    a vmapped matmul may differ in the last bits).
+
+    Args:
+      model: the `MLP` (one architecture for all).
+      params: the M models' parameters stacked on a leading model axis (W (M, n_out,
+        n_in), b (M, n_out)): `init_many(jax.random.split(key, M), model)`, or
+        `stack([...])` of M params lists.  M ≥ 1 is this axis' length.
+      optimizer: one `GradientTransformation` for all, or a list of M of one structure
+        (the same factory and options; numbers may differ, e.g. ``[adam(r) for r in
+        (1e-3, 3e-3)]``): their states are stacked, so one compiled epoch serves all.
+      x, y, epochs, batch_size, validation, patience, min_delta, grad, unroll,
+        checkpoint_every, keep: as for `fit`, shared by all models.
+      key: one key (model m uses ``jax.random.split(key, M)[m]``) or an array of M keys.
+      callback: called after every epoch as callback(epoch, logs), logs a dict of (M,)
+        NumPy arrays `train_loss`, `val_loss`, `learning_rate` (NaN for a model that no
+        longer trains) and `active` (bool), and the float `epoch_time`; returning True
+        stops every model.
+      state: batch-norm running statistics every model starts from (default
+        `init_state(model)`).
+      devices: where the model axis goes (see the module docstring): None (all of
+        `jax.devices()`), an int n (the first n) or a list of devices.
+      checkpoint_dir: a folder for resumable sweeps, as in `fit`: the whole sweep (every
+        model's params, optimizer state, best params, history) is saved atomically; called
+        again with the same arguments, `sweep` resumes and ends bitwise equal to an
+        uninterrupted sweep; another sweep's folder is refused, naming what differs.
+      l1, l2: penalty weights overriding the model's: None (the model's), one number for
+        all, or M numbers (each finite and ≥ 0), passed to the compiled epoch as data.
+
+    Returns:
+      (params, history): params stacked (model axis first): each model's best epoch's
+      with `patience`, else its last (after a divergence, its last finite ones).
+      history: `train_loss`, `val_loss`, `learning_rate`: float arrays (M, E), E the
+      number of epochs the sweep ran, NaN after a model stopped (`val_loss` (M, 0)
+      without validation); `epochs_run`, `best_epoch` (int (M,)), `stopped_early` (bool
+      (M,)), `diverged` (a list of M: None, or fit's dict with epoch, step, cause and
+      what), `epoch_time` (E floats: the sweep's wall time per epoch), `models` (M) and
+      `state` (final batch-norm statistics, stacked, or None).  `member(params,
+      history, m)` gives model m's in fit's form; `best_model` picks the best.
+    """
+    check_model(model, where=_WHERE)
+    n = _n_models(model, params)
+    opts = _optimizers(optimizer, n)
+    keys = _keys(key, n, "key", where=_WHERE)
+    pen = (_penalties(l1, "l1", n), _penalties(l2, "l2", n))
+    first = [{k: v[0] for k, v in layer.items()} for layer in params]
+    plan = _train._prepare(model, first, opts[0], x, y, epochs=epochs, batch_size=batch_size,
+                           key=keys[0], validation=validation, patience=patience,
+                           min_delta=min_delta, grad=grad, state=state, on_divergence="stop",
+                           unroll=unroll, checkpoint_every=checkpoint_every, keep=keep,
+                           l1=None, l2=None, where=_WHERE)
+    dtype = first[0]["W"].dtype
+    for m, opt in enumerate(opts[1:], 1):
+        _train._check_hyperparameters(opt, dtype, fn=f"{_WHERE}: model {m}")
+    mesh = _mesh(devices, n)
+    states = None if plan.state is None else stack([plan.state] * n)
+    opt_state = stack([opt.init(p) for opt, p in zip(opts, unstack(params))])
+    sw = _Sweep(params, opt_state, states, params, states,
+                [_train._new_run(None, None, None) for _ in range(n)],
+                np.ones(n, bool), np.zeros(n, bool), [])
+    save = None
+    if checkpoint_dir is not None:
+        signature = _signature(plan, opts, grad, pen, n)
+        sw = _resume(sw, model, checkpoint_dir, keys, signature)
+        save = lambda s, e: _save(s, e, model=model, directory=checkpoint_dir, keys=keys,
+                                  keep=plan.keep, signature=signature)
+    if mesh is not None:
+        shard = NamedSharding(mesh, P(AXIS))
+        sw = sw._replace(**{f: jax.device_put(getattr(sw, f), shard) for f in
+                            ("params", "opt_state", "state", "best_params", "best_state")})
+        keys, pen = jax.device_put((keys, pen), shard)
+        xs = jax.device_put((plan.x, plan.y, plan.xv, plan.yv), NamedSharding(mesh, P()))
+        plan = plan._replace(x=xs[0], y=xs[1], xv=xs[2], yv=xs[3])
+    static = dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,
+                  n_batches=plan.n_batches, unroll=plan.unroll, mesh=None)
+    sw = _loop(sw, plan, static, keys, pen, callback=callback, min_delta=min_delta,
+               save=save)
+    return _finish(sw, plan.patience)
+
+
+def _loop(sw: _Sweep, plan, static, keys, pen, *, callback, min_delta, save) -> _Sweep:
+    """fit's loop for M models: one epoch in flight when epochs are short (a model that
+    stops meanwhile has its look-ahead result replaced by what it stopped with)."""
+    epoch, ahead, pending = len(sw.epoch_time), False, None
+    t0 = time.perf_counter()
+    while epoch < plan.epochs and sw.active.any():
+        args, out = pending if pending is not None else _launch(
+            plan, static, keys, pen, sw, sw.params, sw.opt_state, sw.state, epoch)
+        pending = None
+        if ahead and epoch + 1 < plan.epochs:
+            pending = _launch(plan, static, keys, pen, sw, out.params, out.opt_state,
+                              out.state, epoch + 1)
+        out, bad, cause, train_loss, val, rate, rerun = _read(args, out, static)
+        t1 = time.perf_counter()
+        elapsed, t0 = t1 - t0, t1
+        ahead = elapsed < _train._AHEAD_S
+        sw = sw._replace(params=out.params, opt_state=out.opt_state, state=out.state)
+        sw.epoch_time.append(elapsed)
+        improved, stopped = _book(sw, epoch, bad, cause, train_loss, val, rate, elapsed,
+                                  validated=plan.xv is not None, min_delta=min_delta,
+                                  patience=plan.patience)
+        if improved.any():
+            mask = jnp.asarray(improved)
+            best_params, best_state = _select_jit(mask, (sw.params, sw.state),
+                                                  (sw.best_params, sw.best_state))
+            sw = sw._replace(best_params=best_params, best_state=best_state,
+                             has_best=sw.has_best | improved)
+        active = sw.active & ~stopped
+        if callback is not None:
+            logs = _logs(sw, epoch, train_loss, val, rate, elapsed)
+            if callback(epoch, logs):
+                for m in np.flatnonzero(active):
+                    sw.runs[m].history["stopped_early"] = True
+                active = np.zeros_like(active)
+        sw = sw._replace(active=active)
+        if rerun:  # the look-ahead ran from the fast path's results: stale
+            pending = None
+        elif pending is not None and stopped.any():  # it ran them on: undo it for them
+            p_args, p_out = pending
+            p_out = _select_jit(jnp.asarray(stopped), out, p_out)
+            pending = (p_args[:-1] + (jnp.asarray(active),), p_out)
+        epoch += 1
+        if save is not None and (epoch % plan.checkpoint_every == 0 or epoch == plan.epochs
+                                 or not active.any()):
+            save(sw, epoch)
+    return sw
+
+
+def _logs(sw: _Sweep, epoch, train_loss, val, rate, elapsed) -> dict:
+    """The callback's logs: (M,) arrays with NaN for models that did not train."""
+    act = sw.active
+    nan = np.full(act.shape, np.nan)
+    r = nan if rate is None else np.where(act, np.asarray(rate, float), np.nan)
+    return {"train_loss": np.where(act, train_loss, np.nan), "val_loss":
+            np.where(act, val, np.nan), "learning_rate": r, "active": act.copy(),
+            "epoch_time": elapsed}
+
+
+def _finish(sw: _Sweep, patience):
+    """sweep's return value: per model, fit's choice of parameters (the best epoch's
+    with patience unless it diverged, else the last) and the history arrays."""
+    runs = sw.runs
+    diverged = [r.history.get("diverged") for r in runs]
+    use_best = np.asarray([patience is not None and sw.has_best[m] and diverged[m] is None
+                           for m in range(len(runs))])
+    params, state = sw.params, sw.state
+    if use_best.any():
+        params, state = _select_jit(jnp.asarray(use_best), (sw.best_params, sw.best_state),
+                                    (params, state))
+    n, e = len(runs), max(r.history["epochs_run"] for r in runs)
+
+    def table(key, width):
+        out = np.full((n, width), np.nan)
+        for m, r in enumerate(runs):
+            vals = [np.nan if v is None else v for v in r.history[key]]
+            out[m, :len(vals)] = vals
+        return out
+
+    validated = any(r.history["val_loss"] for r in runs)
+    best_epoch = [r.history["best_epoch"] if r.history["best_epoch"] is not None
+                  else max(r.history["epochs_run"] - 1, 0) for r in runs]
+    history = {
+        "train_loss": table("train_loss", e),
+        "val_loss": table("val_loss", e) if validated else np.empty((n, 0)),
+        "learning_rate": table("learning_rate", e),
+        "epochs_run": np.asarray([r.history["epochs_run"] for r in runs]),
+        "best_epoch": np.asarray(best_epoch),
+        "stopped_early": np.asarray([r.history["stopped_early"] for r in runs]),
+        "diverged": diverged,
+        "epoch_time": list(sw.epoch_time),
+        "models": n,
+        "state": state,
+    }
+    return params, history
+
+
+# --------------------------------------------------------------------------- results
+
+def member(params, history: dict, m: int):
+    """Model m of a sweep in `fit`'s form: (params_m, history_m), history_m with lists
+    `train_loss`, `val_loss`, `learning_rate`, `epoch_time` (the sweep's epoch times),
+    `best_epoch`, `stopped_early`, `epochs_run`, `state` and, after a divergence,
+    `diverged`."""
+    n = history["models"]
+    m = _v.integer(m, "m", where="member", low=0)
+    if m >= n:
+        raise ValueError(f"member: m must be a model index in [0, {n}), got {m}")
+    e = int(history["epochs_run"][m])
+    rates = history["learning_rate"][m, :e]
+    out = {"train_loss": history["train_loss"][m, :e].tolist(),
+           "val_loss": history["val_loss"][m, :e].tolist(),
+           "epoch_time": list(history["epoch_time"][:e]),
+           "learning_rate": [None if np.isnan(r) else float(r) for r in rates],
+           "best_epoch": int(history["best_epoch"][m]),
+           "stopped_early": bool(history["stopped_early"][m]),
+           "epochs_run": e,
+           "state": None if history["state"] is None else unstack(history["state"])[m]}
+    if history["diverged"][m] is not None:
+        out["diverged"] = history["diverged"][m]
+    return unstack(params)[m], out
+
+
+def best_model(params, history: dict):
+    """The model with the lowest validation loss at its best epoch (without validation:
+    the lowest last training loss), among those that did not diverge.
+
+    Out: (m, params_m).  ValueError when every model diverged."""
+    n = history["models"]
+    score = np.full(n, np.inf)
+    for m in range(n):
+        e = int(history["epochs_run"][m])
+        if history["diverged"][m] is not None or e == 0:
+            continue
+        if history["val_loss"].shape[1]:
+            score[m] = history["val_loss"][m, int(history["best_epoch"][m])]
+        else:
+            score[m] = history["train_loss"][m, e - 1]
+    if not np.isfinite(score).any():
+        raise ValueError("best_model: every model of the sweep diverged (or none trained); "
+                         "there is no best model")
+    m = int(np.argmin(score))
+    return m, unstack(params)[m]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _signature(plan, opts, grad, pen, n) -> dict:
+    """fit's fingerprint with one optimizer description per model, M and the penalty
+    vectors."""
+    sig = _train._signature(plan._replace(pen=(None, None)), opts[0], grad)
+    sig["optimizer"] = [_optim.describe(o) for o in opts]
+    sig["models"] = n
+    sig["penalties"] = {name: None if v is None else np.asarray(v, float).tolist()
+                        for name, v in zip(("l1", "l2"), pen)}
+    return sig
+
+
+def _save(sw: _Sweep, epoch, *, model, directory, keys, keep, signature):
+    from jaxmlp import checkpoint
+    if jax.process_index() != 0:
+        return
+    runs = [{"history": {k: v for k, v in r.history.items() if k != "state"},
+             "best_val": None if math.isinf(r.best_val) else r.best_val,
+             "since_best": r.since_best} for r in sw.runs]
+    extra = {"sweep": signature, "runs": runs, "active": sw.active.tolist(),
+             "has_best": sw.has_best.tolist(), "epoch_time": list(sw.epoch_time)}
+    path = checkpoint.checkpoint_path(directory, epoch)
+    checkpoint.save(path, params=sw.params, opt_state=sw.opt_state, state=sw.state,
+                    step=epoch, key=keys, extra=extra,
+                    aux={"params": sw.best_params, "state": sw.best_state})
+    checkpoint.prune(directory, keep)
+
+
+def _resume(sw: _Sweep, model, directory, keys, signature) -> _Sweep:
+    """The newest valid checkpoint of `directory` as a _Sweep, or `sw` if none; another
+    sweep's (settings, data, keys or optimizer state) is refused."""
+    from jaxmlp import checkpoint
+    checkpoint.remove_stale_temp_files(directory)
+    path = checkpoint.latest(directory)
+    if path is None:
+        return sw
+    ckpt = checkpoint.load(path)
+    saved = (ckpt.extra or {}).get("sweep") or {}
+    if saved != signature:
+        raise ValueError(
+            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a run with other settings "
+            f"than this call, so resuming it would silently change the run: "
+            + "; ".join(_train._differences(saved, signature))
+            + f". Pass the same settings and data to resume, or start afresh with another "
+              f"checkpoint_dir (or delete {str(directory)!r})")
+    if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
+                                              jax.random.key_data(keys)):
+        raise ValueError(
+            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a run started with other "
+            f"keys; pass the same key to resume, or use another folder")
+    if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(
+            sw.opt_state):
+        raise ValueError(
+            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
+    runs = []
+    for r in ckpt.extra["runs"]:
+        history = dict(r["history"], state=None)
+        runs.append(_train._Run(None, None, None, history,
+                                math.inf if r["best_val"] is None else r["best_val"],
+                                None, None, r["since_best"]))
+    aux = ckpt.aux or {}
+    return _Sweep(ckpt.params, ckpt.opt_state, ckpt.state, aux.get("params"),
+                  aux.get("state"), runs, np.asarray(ckpt.extra["active"], bool),
+                  np.asarray(ckpt.extra["has_best"], bool), list(ckpt.extra["epoch_time"]))

@@ -1,0 +1,205 @@
+"""jaxmlp.sweep: model m of a sweep is the fit of model m (early stopping, divergence,
+schedules, penalties, batch norm and dropout), resume is bitwise, bad input is named."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmlp as jm
+from jaxmlp import optim, sweeps
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3))
+    y = np.sin(x[:, :1]) + 0.5 * x[:, 1:2] * x[:, 2:3]
+    return x, y
+
+
+X, Y = data()
+XV, YV = data(40, seed=1)
+MODEL = jm.MLP((3, 16, 16, 1), activation="tanh")
+
+
+def slice_params(params, m):
+    return [{k: v[m] for k, v in layer.items()} for layer in params]
+
+
+def assert_close(a, b, rtol=1e-12, atol=1e-14):
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=rtol, atol=atol)
+
+
+def assert_member_is_fit(model, params, opts, kw, fit_kw, m, P, H, keys):
+    fit_p, fit_h = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=keys[m],
+                          on_divergence="stop", **kw, **fit_kw)
+    pm, hm = sweeps.member(P, H, m)
+    assert_close(pm, fit_p)
+    assert hm["epochs_run"] == fit_h["epochs_run"]
+    assert hm["best_epoch"] == fit_h["best_epoch"]
+    assert hm["stopped_early"] == fit_h["stopped_early"]
+    assert hm.get("diverged") == fit_h.get("diverged")
+    np.testing.assert_allclose(hm["train_loss"], fit_h["train_loss"], rtol=1e-12)
+    np.testing.assert_allclose(hm["val_loss"], fit_h["val_loss"], rtol=1e-12)
+    np.testing.assert_allclose(hm["learning_rate"], fit_h["learning_rate"], rtol=1e-12)
+    return fit_h
+
+
+@pytest.mark.parametrize("devices", [None, 1], ids=["all-devices", "one-device"])
+def test_each_model_equals_its_fit_incl_early_stop_and_divergence(devices):
+    # sgd: rate 1e100 diverges at once, 0.3 stops early, 1e-4 runs on; l2 per model
+    rates, l2 = [1e-4, 0.3, 1e100, 0.1], [0.0, 1e-3, 0.0, 1e-2]
+    keys = jax.random.split(jax.random.key(5), 4)
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 4), MODEL,
+                              dtype=jnp.float64)
+    opts = [optim.sgd(r, momentum=0.9) for r in rates]
+    kw = dict(epochs=25, batch_size=16, validation=(XV, YV), patience=2)
+    P, H = jm.sweep(MODEL, params, opts, X, Y, key=keys, l2=l2, devices=devices, **kw)
+    assert P[0]["W"].shape == (4, 16, 3)
+    assert H["train_loss"].shape == (4, max(H["epochs_run"]))
+    seen = set()
+    for m in range(4):
+        fh = assert_member_is_fit(MODEL, params, opts, kw, dict(l2=l2[m]), m, P, H, keys)
+        seen.add("diverged" if "diverged" in fh else
+                 "stopped" if fh["stopped_early"] else "ran")
+    assert seen == {"diverged", "stopped", "ran"}, seen
+    assert H["diverged"][2] is not None and H["diverged"][2]["cause"] in jm.train.CAUSES
+    for leaf in jax.tree_util.tree_leaves(P):
+        assert np.isfinite(np.asarray(leaf)).all()
+    # a model's history after it stopped is NaN, before it is not
+    m = int(np.argmin(H["epochs_run"]))
+    assert np.isnan(H["train_loss"][m, H["epochs_run"][m]:]).all()
+    assert np.isfinite(H["train_loss"][m, :H["epochs_run"][m]]).all()
+
+
+def _warmup_adamw(peak):
+    return optim.adamw(optim.warmup_cosine_decay_schedule(0.0, peak, 5, 30), mask=None)
+
+
+def _linear_sgd(peak):
+    return optim.sgd(optim.linear_schedule(peak, peak / 10, 12), momentum=0.9)
+
+
+@pytest.mark.parametrize("norm, dropout, make", [
+    (None, 0.2, _warmup_adamw),
+    # sgd here: a bias just before batch norm has a gradient of exactly 0 (the mean is
+    # subtracted), and Adam would scale its rounding noise up to steps of full size
+    ("batch", 0.2, _linear_sgd),
+], ids=["dropout-adamw-warmup-cosine", "batchnorm-dropout-sgd-linear"])
+def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
+    model = jm.MLP((3, 8, 8, 1), activation="relu", norm=norm, dropout=dropout)
+    params = sweeps.init_many(jax.random.split(jax.random.key(2), 3), model,
+                              dtype=jnp.float64)
+    opts = [make(peak) for peak in (1e-3, 3e-3, 1e-2)]
+    key = jax.random.key(11)
+    kw = dict(epochs=6, batch_size=32, validation=(XV, YV))
+    P, H = jm.sweep(model, params, opts, X, Y, key=key, **kw)
+    keys = jax.random.split(key, 3)
+    for m in range(3):
+        fp, fh = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=keys[m], **kw)
+        pm, hm = sweeps.member(P, H, m)
+        # those zero-gradient biases hold rounding noise, ~1e-17: absolute tolerance
+        assert_close(pm, fp, atol=1e-13)
+        assert_close(hm["state"], fh["state"], atol=1e-13)
+        np.testing.assert_allclose(hm["val_loss"], fh["val_loss"], rtol=1e-12)
+        np.testing.assert_allclose(hm["learning_rate"], fh["learning_rate"], rtol=1e-12)
+    assert len(set(H["learning_rate"][:, -1])) == 3  # each model's own schedule
+
+
+def test_one_compile_serves_other_rates_and_penalties():
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 2), MODEL,
+                              dtype=jnp.float64)
+    kw = dict(epochs=2, batch_size=32, key=jax.random.key(0))
+    jm.sweep(MODEL, params, [optim.adam(1e-3), optim.adam(2e-3)], X, Y, l2=[0.0, 0.1], **kw)
+    before = sweeps._run_sweep_epoch._cache_size()
+    jm.sweep(MODEL, params, [optim.adam(5e-3), optim.adam(1e-2)], X, Y, l2=[0.2, 0.3], **kw)
+    jm.sweep(MODEL, params, optim.adam(3e-2), X, Y, l2=0.5, **kw)
+    assert sweeps._run_sweep_epoch._cache_size() == before
+
+
+def test_interrupted_sweep_resumes_bitwise(tmp_path):
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 4), MODEL,
+                              dtype=jnp.float64)
+    opts = [optim.sgd(r, momentum=0.9) for r in (1e-4, 0.3, 1e100, 0.1)]
+    kw = dict(epochs=12, batch_size=16, key=jax.random.key(3), validation=(XV, YV),
+              patience=2, l2=[0.0, 1e-3, 0.0, 1e-2])
+    P, H = jm.sweep(MODEL, params, opts, X, Y, **kw)
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(epoch, logs):
+        if epoch == 4:
+            raise Interrupt
+
+    folder = tmp_path / "ckpt"
+    with pytest.raises(Interrupt):
+        jm.sweep(MODEL, params, opts, X, Y, checkpoint_dir=folder, callback=interrupt, **kw)
+    P2, H2 = jm.sweep(MODEL, params, opts, X, Y, checkpoint_dir=folder, **kw)
+    for a, b in zip(jax.tree_util.tree_leaves(P), jax.tree_util.tree_leaves(P2)):
+        np.testing.assert_array_equal(a, b)
+    for k in ("train_loss", "val_loss", "learning_rate", "epochs_run", "best_epoch",
+              "stopped_early"):
+        np.testing.assert_array_equal(H[k], H2[k])
+    assert H["diverged"] == H2["diverged"]
+    # another sweep's folder is refused, naming what differs
+    other = [optim.sgd(r, momentum=0.9) for r in (1e-4, 0.3, 1e100, 0.2)]
+    with pytest.raises(ValueError, match="optimizer"):
+        jm.sweep(MODEL, params, other, X, Y, checkpoint_dir=folder, **kw)
+
+
+def test_best_model_stack_unstack_init_many():
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = sweeps.init_many(keys, MODEL, dtype=jnp.float64)
+    for m, p in enumerate(sweeps.unstack(params)):
+        assert_close(p, jm.init_params(keys[m], MODEL, dtype=jnp.float64), rtol=0)
+    assert_close(sweeps.stack(sweeps.unstack(params)), params, rtol=0)
+    opts = [optim.adam(r) for r in (1e-4, 1e-2, 3e-3)]
+    P, H = jm.sweep(MODEL, params, opts, X, Y, epochs=5, batch_size=16,
+                    key=jax.random.key(1), validation=(XV, YV))
+    m, pm = sweeps.best_model(P, H)
+    assert m == int(np.argmin(H["val_loss"][np.arange(3), H["best_epoch"]]))
+    assert_close(pm, sweeps.unstack(P)[m], rtol=0)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(l2=[0.1, 0.2]), ValueError, r"sweep: l2 must be one number or one per model \(3"),
+    (dict(l1=[0.1, -0.2, 0.0]), ValueError, r"sweep: l1\[1\] \(model 1\) must be"),
+    (dict(l2=[0.1, float("nan"), 0.0]), ValueError, r"l2\[1\] \(model 1\)"),
+    (dict(optimizer=[optim.adam(1e-3)] * 2), ValueError,
+     r"sweep: optimizer must be one optimizer or one per model \(3"),
+    (dict(optimizer=[optim.adam(1e-3), optim.adam(1e-3), optim.sgd(1e-3)]), ValueError,
+     r"optimizer\[2\] \(model 2\) must have the structure of optimizer\[0\]"),
+    (dict(optimizer=[optim.adam(1e-3), optim.adam(1e-3), "adam"]), TypeError,
+     r"optimizer\[2\] \(model 2\)"),
+    (dict(key=jax.random.split(jax.random.key(0), 2)), ValueError,
+     r"sweep: key must be one key or one key per model \(3"),
+    (dict(batch_size=0), ValueError, "sweep: batch_size"),
+    (dict(epochs=0), ValueError, "sweep: epochs"),
+    (dict(devices=0), ValueError, "sweep: devices"),
+])
+def test_bad_input_names_the_argument_and_model(kwargs, error, match):
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 3), MODEL,
+                              dtype=jnp.float64)
+    args = dict(optimizer=optim.adam(1e-3), epochs=2, batch_size=16, key=jax.random.key(0))
+    args.update(kwargs)
+    opt = args.pop("optimizer")
+    with pytest.raises(error, match=match):
+        jm.sweep(MODEL, params, opt, X, Y, **args)
+
+
+def test_bad_params():
+    one = jm.init_params(jax.random.key(0), MODEL, dtype=jnp.float64)
+    kw = dict(epochs=1, batch_size=16, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] must have shape \(M, 16, 3\)"):
+        jm.sweep(MODEL, one, optim.adam(1e-3), X, Y, **kw)  # no model axis
+    empty = jax.tree_util.tree_map(lambda a: a[None][:0], one)
+    with pytest.raises(ValueError, match="at least one model"):
+        jm.sweep(MODEL, empty, optim.adam(1e-3), X, Y, **kw)
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 3), MODEL,
+                              dtype=jnp.float64)
+    params[1]["b"] = params[1]["b"].at[2, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"params\[1\]\['b'\] of model 2 contains NaN"):
+        jm.sweep(MODEL, params, optim.adam(1e-3), X, Y, **kw)
+    with pytest.raises(ValueError, match=r"member: m must be a model index in \[0, 3\)"):
+        sweeps.member(params, {"models": 3}, 3)
