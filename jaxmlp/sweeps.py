@@ -351,8 +351,8 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
       optimizer: one `GradientTransformation` for all, or a list of M of one structure
         (the same factory and options; numbers may differ, e.g. ``[adam(r) for r in
         (1e-3, 3e-3)]``): their states are stacked, so one compiled epoch serves all.
-      x, y, epochs, batch_size, validation, patience, min_delta, grad, unroll,
-        checkpoint_every, keep: as for `fit`, shared by all models.
+      x, y, epochs, batch_size, validation: as for `fit`, shared by all models.
+      patience, min_delta, grad, unroll, checkpoint_every, keep: as for `fit`, shared.
       key: one key (model m uses ``jax.random.split(key, M)[m]``) or an array of M keys.
       callback: called after every epoch as callback(epoch, logs), logs a dict of (M,)
         NumPy arrays `train_loss`, `val_loss`, `learning_rate` (NaN for a model that no
