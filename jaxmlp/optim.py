@@ -164,7 +164,13 @@ def _made(name: str, args: dict, static: tuple, init, update) -> GradientTransfo
 
 
 class EmptyState(NamedTuple):
-    """State of a stateless transformation (:func:`identity`, :func:`clip_by_global_norm`)."""
+    """State of a stateless transformation (:func:`identity`)."""
+
+
+class ClipState(NamedTuple):
+    """State of :func:`clip_by_global_norm`: ``hyperparams``, ``{"max_norm": τ}``."""
+
+    hyperparams: dict
 
 
 class SgdState(NamedTuple):
@@ -1430,7 +1436,7 @@ def global_norm(tree: PyTree) -> jax.Array:
     return jnp.sqrt(squares)
 
 
-def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+def clip_by_global_norm(max_norm) -> GradientTransformation:
     """Rescales the whole update tree so its global norm is at most τ = ``max_norm``::
 
         g ← g · τ/‖g‖   if ‖g‖ > τ,   else unchanged     (‖g‖ over all leaves)
@@ -1438,25 +1444,30 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     The direction is kept; place it first in a :func:`chain`, before the optimizer, to
     clip gradients: ``chain(clip_by_global_norm(1.0), adam(1e-3))``.
 
+    Like every hyperparameter of this module, τ lives in the state
+    (``state.hyperparams["max_norm"]``), so transformations that differ only in τ are
+    equal and share a compiled step, and τ may be an array or a tracer (a sweep can vmap
+    over it).
+
     Args:
-      max_norm: τ, finite and > 0.
+      max_norm: τ, finite and > 0 (a traced one is not checked).
     Returns:
-      A stateless :class:`GradientTransformation` (state :class:`EmptyState`).
+      A :class:`GradientTransformation` with :class:`ClipState`.
     """
-    tau = _v.positive_real(max_norm, "max_norm", where="clip_by_global_norm")
+    tau = _number(max_norm, "max_norm", "clip_by_global_norm", _v.positive_real)
 
     def init(params):
-        return EmptyState()
+        return ClipState(hyperparams=_state_values({"max_norm": tau}))
 
     def update(updates, state, params=None):
-        _expect_state(state, EmptyState, "clip_by_global_norm")
+        _expect_state(state, ClipState, "clip_by_global_norm")
         norm = global_norm(updates)
+        limit = state.hyperparams["max_norm"].astype(norm.dtype)
         # where() picks 1 when ‖g‖ <= τ, so a zero norm never divides
-        factor = jnp.where(norm > tau, tau / norm, 1.0)
+        factor = jnp.where(norm > limit, limit / norm, 1.0)
         return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
 
-    # τ is closed over (this transformation has no state to keep it in): part of the key
-    return _made("clip_by_global_norm", {"max_norm": tau}, (tau,), init, update)
+    return _made("clip_by_global_norm", {"max_norm": tau}, (), init, update)
 
 
 def identity() -> GradientTransformation:

@@ -235,8 +235,10 @@ def test_hyperparams_of_a_state():
                                    0.1 * (1 - k / 10), rtol=1e-15)
     chained = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.3, momentum=0.5))
     cs = chained.init(PARAMS)
-    assert optim.hyperparams(cs) == ({}, {"learning_rate": cs[1].hyperparams["learning_rate"],
-                                          "momentum": cs[1].hyperparams["momentum"]})
+    assert optim.hyperparams(cs) == ({"max_norm": cs[0].hyperparams["max_norm"]},
+                                     {"learning_rate": cs[1].hyperparams["learning_rate"],
+                                      "momentum": cs[1].hyperparams["momentum"]})
+    assert float(optim.hyperparams(cs)[0]["max_norm"]) == 1.0
     assert float(optim.current_learning_rate(cs)) == 0.3
     assert optim.current_learning_rate(optim.identity().init(PARAMS)) is None
     # under vmap too: a swept rate read back per member

@@ -476,7 +476,8 @@ def test_clip_by_global_norm():
     norm = float(optim.global_norm(grads))
     above = optim.clip_by_global_norm(norm / 3)
     clipped, state = jax.jit(above.update)(grads, above.init(grads))
-    assert state == optim.EmptyState()
+    assert isinstance(state, optim.ClipState)
+    assert float(optim.hyperparams(state)["max_norm"]) == pytest.approx(norm / 3, rel=1e-15)
     assert float(optim.global_norm(clipped)) == pytest.approx(norm / 3, rel=1e-13)
     chex.assert_trees_all_close(clipped, jax.tree.map(lambda g: g / 3, grads), rtol=1e-13)
 
@@ -484,6 +485,30 @@ def test_clip_by_global_norm():
     chex.assert_trees_all_equal(below.update(grads, below.init(grads))[0], grads)
     zeros = jax.tree.map(jnp.zeros_like, grads)
     chex.assert_trees_all_equal(below.update(zeros, below.init(zeros))[0], zeros)
+
+
+def test_clip_threshold_is_data_traced_and_vmapped():
+    grads = GRADS[5]
+    norm = float(optim.global_norm(grads))
+    taus = jnp.asarray([norm / 4, norm / 2, 2 * norm])
+    step = jax.jit(lambda o, g, s: o.update(g, s), static_argnums=0)
+    for tau in taus:  # one compile: the threshold is in the state
+        opt = optim.clip_by_global_norm(float(tau))
+        got, _ = step(opt, grads, opt.init(grads))
+        assert float(optim.global_norm(got)) == pytest.approx(min(float(tau), norm), rel=1e-13)
+    assert step._cache_size() == 1
+
+    def clipped(tau):  # tau traced, under jit and vmap
+        opt = optim.clip_by_global_norm(tau)
+        return opt.update(grads, opt.init(grads))[0]
+
+    batched = jax.jit(jax.vmap(clipped))(taus)
+    for i, tau in enumerate(taus):
+        want = optim.clip_by_global_norm(float(tau))
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], batched),
+                                    want.update(grads, want.init(grads))[0], rtol=1e-12)
+    with pytest.raises(ValueError, match="max_norm must be a scalar"):
+        optim.clip_by_global_norm(jnp.ones(2))
 
 
 def test_chain_of_clip_and_sgd_equals_manual_composition():
@@ -594,7 +619,7 @@ def test_equal_structure_gives_equal_optimizers_so_jit_compiles_once():
     sched = lambda c: 0.1  # noqa: E731  a user's callable: compared by identity
     assert optim.sgd(sched) == optim.sgd(sched) and optim.sgd(sched) != optim.sgd(lambda c: 0.1)
     assert (optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
-            == optim.chain(optim.clip_by_global_norm(1.0), optim.adam(2e-3)))
+            == optim.chain(optim.clip_by_global_norm(3.0), optim.adam(2e-3)))
     with pytest.raises(TypeError, match="sgd: nesterov must be a bool"):
         optim.sgd(0.1, nesterov=1)
 
