@@ -251,13 +251,17 @@ _select_jit = jax.jit(_select)
 def _sweep_epoch(params, opt_state, state, x, y, xv, yv, keys, epoch, pen, active, *,
                  guarded=False, **static):
     """fit's epoch for every model at once (vmapped over the model axis of params,
-    opt_state, state, keys and pen; the data shared).  A model that is not `active`
+    opt_state, state, keys and pen; the data shared; `keys` of shape () is one key
+    shared by every model).  A model that is not `active`
     (stopped early or diverged) keeps its params, opt_state and state, and its flag
     reads −1 (nothing to re-run)."""
     def one(p, o, s, k, pn):
         return _train._epoch(p, o, s, x, y, xv, yv, k, epoch, pn, guarded=guarded, **static)
 
-    out = jax.vmap(one)(params, opt_state, state, keys, pen)
+    # one key for all ("shared" shuffle): unbatched, so every model gathers the same
+    # minibatch and the first layer's matmuls are one wide GEMM over the models
+    out = jax.vmap(one, in_axes=(0, 0, 0, 0 if keys.ndim else None, 0))(
+        params, opt_state, state, keys, pen)
     kept = _select(active, (out.params, out.opt_state, out.state), (params, opt_state, state))
     return out._replace(params=kept[0], opt_state=kept[1], state=kept[2],
                         bad_step=jnp.where(active, out.bad_step, -1))
@@ -336,7 +340,7 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
           key, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
           grad: str = "manual", callback: Optional[Callable] = None, state=None,
           unroll: int = 1, devices=None, checkpoint_dir=None, checkpoint_every: int = 1,
-          keep: int = 2, l1=None, l2=None):
+          keep: int = 2, l1=None, l2=None, shuffle: str = "per_model"):
     """Trains M models of one architecture on (x, y) at once; returns `(params, history)`.
 
     Model m's result equals ``fit(model, params_m, optimizer_m, x, y, key=key_m, l1=l1_m,
@@ -353,7 +357,8 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
         (1e-3, 3e-3)]``): their states are stacked, so one compiled epoch serves all.
       x, y, epochs, batch_size, validation: as for `fit`, shared by all models.
       patience, min_delta, grad, unroll, checkpoint_every, keep: as for `fit`, shared.
-      key: one key (model m uses ``jax.random.split(key, M)[m]``) or an array of M keys.
+      key: one key (model m uses ``jax.random.split(key, M)[m]``) or an array of M keys;
+        with ``shuffle="shared"``, one key that every model uses.
       callback: called after every epoch as callback(epoch, logs), logs a dict of (M,)
         NumPy arrays `train_loss`, `val_loss`, `learning_rate` (NaN for a model that no
         longer trains) and `active` (bool), and the float `epoch_time`; returning True
@@ -368,6 +373,10 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
         uninterrupted sweep; another sweep's folder is refused, naming what differs.
       l1, l2: penalty weights overriding the model's: None (the model's), one number for
         all, or M numbers (each finite and ≥ 0), passed to the compiled epoch as data.
+      shuffle: "per_model" (each model its own key: its own minibatch order and dropout
+        masks) or "shared" (every model trains with `key` itself: the same minibatches
+        in the same order, so model m equals ``fit(…, key=key)``; the first layer's
+        matmuls of all models become one wide matmul).
 
     Returns:
       (params, history): params stacked (model axis first): each model's best epoch's
@@ -383,11 +392,16 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
     check_model(model, where=_WHERE)
     n = _n_models(model, params)
     opts = _optimizers(optimizer, n)
-    keys = _keys(key, n, "key", where=_WHERE)
+    _v.one_of(shuffle, "shuffle", ("per_model", "shared"), where=_WHERE)
+    if shuffle == "shared":
+        keys = _check_key(key, "key", where=_WHERE)
+    else:
+        keys = _keys(key, n, "key", where=_WHERE)
     pen = (_penalties(l1, "l1", n), _penalties(l2, "l2", n))
     first = [{k: v[0] for k, v in layer.items()} for layer in params]
     plan = _train._prepare(model, first, opts[0], x, y, epochs=epochs, batch_size=batch_size,
-                           key=keys[0], validation=validation, patience=patience,
+                           key=keys[0] if keys.ndim else keys, validation=validation,
+                           patience=patience,
                            min_delta=min_delta, grad=grad, state=state, on_divergence="stop",
                            unroll=unroll, checkpoint_every=checkpoint_every, keep=keep,
                            l1=None, l2=None, where=_WHERE)
@@ -402,7 +416,7 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
                 np.ones(n, bool), np.zeros(n, bool), [])
     save = None
     if checkpoint_dir is not None:
-        signature = _signature(plan, opts, grad, pen, n)
+        signature = dict(_signature(plan, opts, grad, pen, n), shuffle=shuffle)
         sw = _resume(sw, model, checkpoint_dir, keys, signature)
         save = lambda s, e: _save(s, e, model=model, directory=checkpoint_dir, keys=keys,
                                   keep=plan.keep, signature=signature)
@@ -410,7 +424,8 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
         shard = NamedSharding(mesh, P(AXIS))
         sw = sw._replace(**{f: jax.device_put(getattr(sw, f), shard) for f in
                             ("params", "opt_state", "state", "best_params", "best_state")})
-        keys, pen = jax.device_put((keys, pen), shard)
+        pen = jax.device_put(pen, shard)
+        keys = jax.device_put(keys, shard if keys.ndim else NamedSharding(mesh, P()))
         xs = jax.device_put((plan.x, plan.y, plan.xv, plan.yv), NamedSharding(mesh, P()))
         plan = plan._replace(x=xs[0], y=xs[1], xv=xs[2], yv=xs[3])
     static = dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,

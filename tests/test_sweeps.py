@@ -106,6 +106,28 @@ def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
     assert len(set(H["learning_rate"][:, -1])) == 3  # each model's own schedule
 
 
+@pytest.mark.parametrize("devices", [None, 1], ids=["all-devices", "one-device"])
+def test_shared_shuffle_each_model_equals_fit_with_the_key_itself(devices):
+    model = jm.MLP((3, 8, 8, 1), activation="relu", dropout=0.1)
+    params = sweeps.init_many(jax.random.split(jax.random.key(2), 4), model,
+                              dtype=jnp.float64)
+    opts = [optim.adam(r) for r in (1e-3, 3e-3, 1e-2, 3e-2)]
+    key = jax.random.key(9)
+    kw = dict(epochs=4, batch_size=16, validation=(XV, YV))
+    P, H = jm.sweep(model, params, opts, X, Y, key=key, shuffle="shared", devices=devices,
+                    **kw)
+    for m in range(4):
+        fp, fh = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=key, **kw)
+        pm, hm = sweeps.member(P, H, m)
+        assert_close(pm, fp)
+        np.testing.assert_allclose(hm["train_loss"], fh["train_loss"], rtol=1e-12)
+    with pytest.raises(ValueError, match="sweep: shuffle must be one of"):
+        jm.sweep(model, params, opts, X, Y, key=key, shuffle="same", **kw)
+    with pytest.raises(ValueError, match="sweep: key must be a single key"):
+        jm.sweep(model, params, opts, X, Y, key=jax.random.split(key, 4), shuffle="shared",
+                 **kw)
+
+
 def test_one_compile_serves_other_rates_and_penalties():
     params = sweeps.init_many(jax.random.split(jax.random.key(0), 2), MODEL,
                               dtype=jnp.float64)
