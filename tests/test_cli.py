@@ -134,3 +134,127 @@ def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monk
             f"and metrics.json into), got {str(out)!r}: it exists and is not a folder"
             in capsys.readouterr().err)
     assert out.read_text() == "not a folder"
+
+
+# --------------------------------------------------------------------------- sweeps
+
+SWEEP = ["train", "--dataset", "sine", "--hidden", "8", "--epochs", "4", "--batch-size", "64",
+         "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    """One small sweep, 2 seeds × 2 learning rates: (its --out folder, its stdout)."""
+    import contextlib
+    import io
+    out = tmp_path_factory.mktemp("sweep")
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        code = cli.main(SWEEP + ["--seeds", "2", "--lr", "1e-3,1e-2", "--out", str(out)])
+    assert code == 0, text.getvalue()
+    return out, text.getvalue()
+
+
+def test_train_sweep_prints_a_table_and_writes_every_model(sweep_run):
+    out, text = sweep_run
+    assert "sweep    4 models = 2 seeds × 2 lr × 1 l2" in text
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if "best val loss" in line)
+    rows = lines[head + 1:head + 5]
+    assert [r.split()[-1] for r in rows] == ["ran"] * 4, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = metrics["best_model"]
+    assert [r.startswith("*") for r in rows] == [m == best for m in range(4)]
+    models = metrics["models"]
+    assert [(r["seed"], r["lr"], r["l2"]) for r in models] == [
+        (0, 1e-3, 0.0), (0, 1e-2, 0.0), (1, 1e-3, 0.0), (1, 1e-2, 0.0)]
+    assert best == int(np.argmin([r["best_val_loss"] for r in models]))
+    assert metrics["test"] == models[best]["test"] and "rmse" in metrics["test"]
+    history = json.loads((out / "history.json").read_text())
+    assert history["best_model"] == best and len(history["models"]) == 4
+    for m, h in enumerate(history["models"]):
+        assert h["model"] == m and len(h["train_loss"]) == h["epochs_run"] == 4
+    ckpt = jm.checkpoint.load(out / "model.ckpt")
+    assert ckpt.model.sizes == (1, 8, 1) and ckpt.extra["sweep"]["model"] == best
+    assert ckpt.extra["metrics"] == models[best]["test"]
+    stacked = jm.checkpoint.load(out / "sweep.ckpt")
+    assert stacked.params[0]["W"].shape == (4, 8, 1)
+    np.testing.assert_array_equal(stacked.params[0]["W"][best], ckpt.params[0]["W"])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no loss.png" in text
+    else:
+        assert (out / "loss.png").stat().st_size > 0
+
+
+def test_train_sweep_model_equals_the_single_model_run(sweep_run, tmp_path, capsys):
+    out, _ = sweep_run
+    assert cli.main(SWEEP + ["--seed", "0", "--lr", "1e-2", "--out", str(tmp_path)]) == 0
+    assert "\nsweep " not in capsys.readouterr().out
+    one = json.loads((tmp_path / "metrics.json").read_text())
+    member = json.loads((out / "metrics.json").read_text())["models"][1]  # seed 0, lr 1e-2
+    for k, v in one["test"].items():
+        assert member["test"][k] == pytest.approx(v, rel=1e-9), k
+    one_h = json.loads((tmp_path / "history.json").read_text())
+    member_h = json.loads((out / "history.json").read_text())["models"][1]
+    np.testing.assert_allclose(member_h["train_loss"], one_h["train_loss"], rtol=1e-9)
+    np.testing.assert_allclose(member_h["val_loss"], one_h["val_loss"], rtol=1e-9)
+
+
+def test_train_single_values_do_not_sweep(tmp_path, capsys, monkeypatch):
+    from jaxmlp import sweeps
+    monkeypatch.setattr(sweeps, "sweep", lambda *a, **k: pytest.fail("a sweep started"))
+    monkeypatch.setattr(cli, "_use_every_cpu", lambda: pytest.fail("devices changed"))
+    argv = SWEEP + ["--seeds", "1", "--lr", "1e-2", "--l2", "1e-3", "--epochs", "1"]
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 0
+    assert "\nsweep " not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr", "1e-3,abc"], "argument --lr: expected one number or a comma list of numbers "
+                           "> 0, got '1e-3,abc': item 2, 'abc', is not a number"),
+    (["--lr", "0.1,-1"], "argument --lr: expected one number or a comma list of numbers > 0, "
+                         "got '0.1,-1': item 2, -1, is not a finite number > 0"),
+    (["--l2", "0.1,inf"], "argument --l2: expected one number or a comma list of numbers >= 0"),
+    (["--lr", "1e-3,"], "item 2, '', is not a number"),
+    (["--seeds", "0"], "argument --seeds: expected the number of seeds, an int >= 1, got '0'"),
+    (["--seeds", "two"], "argument --seeds: expected the number of seeds"),
+])
+def test_train_bad_sweep_lists_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train"] + argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_sweep_too_big_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    from jaxmlp import sweeps
+    monkeypatch.setattr(sweeps, "sweep", lambda *a, **k: pytest.fail("training started"))
+    calls = []
+    monkeypatch.setattr(cli, "_use_every_cpu", lambda: calls.append(1))
+    argv = ["train", "--seeds", "64", "--lr", "1,2,3,4", "--l2", "0,1,2,3,4", "--out",
+            str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert ("jaxmlp train: error: a sweep trains at most 1024 models (--seeds × --lr values "
+            "× --l2 values), got 64 × 4 × 5 = 1280" in capsys.readouterr().err)
+    assert calls == [1]  # a sweep asks for every core first
+
+
+def test_use_every_cpu_before_the_backend_starts():
+    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "xla_force_host_platform_device_count" not in f)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    code = ("import jax, jaxmlp.cli as c; c._use_every_cpu(); "
+            "print(len(jax.devices('cpu')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(cores)]
+
+
+def test_use_every_cpu_keeps_a_chosen_device_count():
+    import jax
+    before = jax.config.jax_num_cpu_devices  # 4, set by conftest.py
+    cli._use_every_cpu()
+    assert jax.config.jax_num_cpu_devices == before and jax.device_count("cpu") == before
