@@ -36,7 +36,17 @@ cancel within a pair:
 (e) CSV loading: `jm.data.load_csv` against the csv-module reader it replaced (kept here as
     `_csv_module_reader`) on a generated table (200,000 rows of 20 `%.6g` floats and an
     integer label, ~40 MB; 4,000 rows with --quick): seconds, MB/s, their paired ratio,
-    and each one's tracemalloc peak over the float32 result's size (skip: --no-csv).
+    and each one's tracemalloc peak over the float32 result's size (skip: --no-csv);
+(f) before/after, with `--baseline REV` only: jaxmlp at git revision REV ("before",
+    extracted with `git archive`) against this checkout ("after": its working tree, or
+    `--after REV`), each imported in its own worker processes (`benchmark.py --_worker`,
+    the same XLA_FLAGS and CPUs as this one).  `fit` samples/s on the chosen workloads
+    (medians of `history["epoch_time"]`, as (c)) in three long-lived workers: before,
+    after, and a second after whose ratio to the first is the A/A control; they run one
+    at a time, interleaved, the order rotating, and each ratio is the median of the
+    per-repeat ratios.  Then the time of ten `fit` calls on W1 with `adam(lr)` for ten
+    learning rates (1e-4 to 1e-2, 5 epochs each), compiles included, in a fresh worker per
+    version and repeat (3; 1 with --quick), so each pays its own first compile.
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
@@ -50,6 +60,9 @@ Usage:
     python scripts/benchmark.py --host-devices 4 --workloads W1,W2
     python scripts/benchmark.py --xla-flags="--xla_cpu_multi_thread_eigen=false"   # note the =
     python scripts/benchmark.py --cpus 1            # pin to one core: XLA's threading measured
+    python scripts/benchmark.py --no-csv --baseline 3438e7d              # + (f), vs the working tree
+    python scripts/benchmark.py --no-csv --baseline 3438e7d --after HEAD  # + (f), vs a commit
+    python scripts/benchmark.py --baseline 3438e7d --after HEAD --only-before-after
 
 `main(argv)` returns the results dict (what `--json` writes).  Timing is device-agnostic:
 every measurement ends with `jax.block_until_ready` on everything it produced.
@@ -778,6 +791,355 @@ def bench_csv(mode_name, repeats, log) -> dict:
             "ratio_old_peak_over_result": old_peak / result}
 
 
+# --------------------------------------------------------------------------- (f) before/after
+
+_REPLY = "@@benchmark-worker "  # the worker's reply lines start with this
+LEARNING_RATES = tuple(float(v) for v in np.geomspace(1e-4, 1e-2, 10))  # ten, distinct
+LR_WORKLOAD = "W1"
+SIDES = ("before", "after", "after_again")  # after_again: a second "after" worker, the A/A
+
+
+def _git(root, *args) -> bytes:
+    """`git -C root args…`'s stdout; SystemExit with git's message when git or the
+    revision is missing."""
+    import subprocess
+    try:
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True)
+    except FileNotFoundError:
+        raise SystemExit("--baseline needs git on PATH (to extract the old jaxmlp)") from None
+    if proc.returncode:
+        raise SystemExit(f"--baseline: git {' '.join(args)} failed in {root}: "
+                         f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def _repo_root():
+    """The checkout this script belongs to (its parent folder's parent), checked with git."""
+    import pathlib
+    here = pathlib.Path(__file__).resolve().parents[1]
+    return pathlib.Path(_git(here, "rev-parse", "--show-toplevel").decode().strip())
+
+
+def extract_revision(root, rev, dest) -> dict:
+    """`git archive rev jaxmlp` unpacked under dest (dest/jaxmlp): the package as it was at
+    rev, importable with PYTHONPATH=dest.  Returns {rev, commit, subject}."""
+    import io
+    import tarfile
+    commit = _git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").decode().strip()
+    data = _git(root, "archive", "--format=tar", commit, "jaxmlp")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        tar.extractall(dest, **kw)
+    subject = _git(root, "log", "-1", "--format=%s", commit).decode().strip()
+    return {"rev": rev, "commit": commit, "subject": subject[:120]}
+
+
+def snapshot_working_tree(root, dest) -> dict:
+    """The checkout's jaxmlp/ as it is now, copied under dest (so edits made while the
+    benchmark runs do not reach its workers).  Returns {rev, commit (HEAD), dirty}."""
+    import shutil
+    shutil.copytree(root / "jaxmlp", os.path.join(dest, "jaxmlp"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    head = _git(root, "rev-parse", "HEAD").decode().strip()
+    dirty = bool(_git(root, "status", "--porcelain", "--", "jaxmlp").strip())
+    return {"rev": "working tree", "commit": head, "dirty": dirty}
+
+
+class Worker:
+    """A long-lived `python benchmark.py --_worker` process importing jaxmlp from `src`
+    (PYTHONPATH first, ahead of an installed copy); it inherits this process's environment
+    (XLA_FLAGS) and CPU affinity (--cpus).  One JSON command per line on its stdin, one
+    JSON reply per line on its stdout (prefixed; anything else it prints is skipped)."""
+
+    def __init__(self, src):
+        import subprocess
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(src)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        self.src = str(src)
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--_worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=str(src))
+
+    def send(self, op, **kw):
+        self.proc.stdin.write(json.dumps(dict(kw, op=op)) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self):
+        for line in self.proc.stdout:
+            if line.startswith(_REPLY):
+                reply = json.loads(line[len(_REPLY):])
+                if "error" in reply:
+                    raise RuntimeError(f"benchmark worker ({self.src}): {reply['error']}")
+                return reply
+        raise RuntimeError(f"benchmark worker ({self.src}) exited with code "
+                           f"{self.proc.wait()} (its stderr is above)")
+
+    def ask(self, op, **kw):
+        self.send(op, **kw)
+        return self.receive()
+
+    def close(self):
+        """Asks the worker to quit (kills it if it does not within 30 s); closes the pipes."""
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:  # the worker went away with data unflushed
+                pass
+
+
+def _worker_ops():
+    """The worker's commands: hello, prepare (build a workload, compile fit), fit (time
+    one fit call), drop, lrs (the ten-learning-rate timing: run it first in a fresh
+    worker, so it pays the process's first compile)."""
+    setups = {}
+
+    def hello():
+        return {"jaxmlp": os.path.abspath(jm.__file__), "jax": jax.__version__,
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "cpus_used": len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+
+    def fit_call(wid, epochs):
+        su, p0, key = setups[wid]
+        t0 = time.perf_counter()
+        params, hist = jm.fit(su.model, p0, su.opt, su.x, su.y, epochs=epochs,
+                              batch_size=su.B, key=key)
+        _sync(params)
+        return {"epoch_times": [float(t) for t in hist["epoch_time"]],
+                "wall_s": time.perf_counter() - t0}
+
+    def prepare(wid, quick):
+        su = Setup(wid, quick)
+        setups[wid] = (su, su.fresh()[0], jax.random.key(1))
+        compile_s = fit_call(wid, 1)["wall_s"]
+        fit_call(wid, 1)  # leftover first-call work
+        return {"compile_s": compile_s, "epoch_s": fit_call(wid, 1)["epoch_times"][0],
+                "samples_per_epoch": su.n_batches * su.B}
+
+    def drop(wid):
+        setups.pop(wid, None)
+        return {}
+
+    def lrs(learning_rates, epochs):
+        su = Setup(LR_WORKLOAD, False)
+        p0, key = su.fresh()[0], jax.random.key(1)
+        _sync(p0)
+        calls = []
+        t0 = time.perf_counter()
+        for lr in learning_rates:
+            t1 = time.perf_counter()
+            params, _ = jm.fit(su.model, p0, jm.optim.adam(lr), su.x, su.y, epochs=epochs,
+                               batch_size=su.B, key=key)
+            _sync(params)
+            calls.append(time.perf_counter() - t1)
+        return {"total_s": time.perf_counter() - t0, "call_s": calls}
+
+    return {"hello": hello, "prepare": prepare, "fit": fit_call, "drop": drop, "lrs": lrs}
+
+
+def worker_main():
+    """`benchmark.py --_worker`: answers the commands of `Worker` until stdin closes or
+    'quit'.  An exception is replied as {"error": traceback} and the worker goes on."""
+    import traceback
+    try:  # a persistent compilation cache would hide the compiles the lrs timing counts
+        jax.config.update("jax_enable_compilation_cache", False)
+    except Exception:  # pragma: no cover  (an older JAX without the option)
+        pass
+    ops = _worker_ops()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            break
+        try:
+            reply = ops[op](**cmd)
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        print(_REPLY + json.dumps(reply), flush=True)
+
+
+def _start_workers(srcs, expect):
+    """{side: Worker} for srcs {side: folder}, each checked to import jaxmlp from its folder
+    with this process's XLA_FLAGS and CPU count (`expect`); all closed on failure."""
+    workers = {}
+    try:
+        for side, src in srcs.items():
+            workers[side] = Worker(src)
+        for side, w in workers.items():
+            hello = w.ask("hello")
+            if not hello["jaxmlp"].startswith(os.path.abspath(w.src) + os.sep):
+                raise RuntimeError(f"{side} worker imported jaxmlp from {hello['jaxmlp']}, "
+                                   f"not from {w.src}")
+            got = {k: hello[k] for k in expect}
+            if got != expect:
+                raise RuntimeError(f"{side} worker runs with {got}, this process with {expect}")
+    except BaseException:
+        for w in workers.values():
+            w.close()
+        raise
+    return workers
+
+
+def _fit_before_after(workers, wid, mode, quick, log):
+    """One workload's `fit` samples/s in the three workers: each compiles its fit (all at
+    once: nothing is timed), then `mode["repeats"]` interleaved repeats, one worker at a
+    time, the order rotating; a repeat's value is the median of the call's
+    `history["epoch_time"]`, as in (c)."""
+    for w in workers.values():
+        w.send("prepare", wid=wid, quick=quick)
+    prep = {side: w.receive() for side, w in workers.items()}
+    epochs = int(min(mode["max_epochs"], max(mode["min_epochs"], round(
+        mode["target_s"] / max(p["epoch_s"] for p in prep.values())))))
+    for w in workers.values():  # a fit of that many epochs once, untimed, in each
+        w.send("fit", wid=wid, epochs=epochs)
+    for w in workers.values():
+        w.receive()
+    walls = {side: [] for side in workers}
+
+    def timed(side):
+        def run():
+            reply = workers[side].ask("fit", wid=wid, epochs=epochs)
+            walls[side].append(reply["wall_s"])
+            return _median(reply["epoch_times"])
+        return run
+
+    log(f"[{wid}] before/after fit throughput ({epochs} epochs a call) ...")
+    t = _interleaved({side: timed(side) for side in workers}, mode["repeats"])
+    for w in workers.values():
+        w.ask("drop", wid=wid)
+    samples = prep["after"]["samples_per_epoch"]
+    out = {"samples_per_epoch": samples, "epochs_per_call": epochs,
+           "compile_s": {side: p["compile_s"] for side, p in prep.items()}}
+    for side in workers:
+        out[f"{side}_samples_per_s"] = samples / _median(t[side])
+    # throughput ratios a/b = epoch time b / epoch time a, paired per repeat
+    out["ratio_after_over_before"] = _paired_ratio(t["before"], t["after"])
+    out["ratio_after_over_before_quartiles"] = _paired_ratio_quartiles(t["before"], t["after"])
+    out["ratio_after_again_over_before"] = _paired_ratio(t["before"], t["after_again"])
+    out["ratio_control_after_over_after_again"] = _paired_ratio(t["after_again"], t["after"])
+    out["ratio_control_after_over_after_again_quartiles"] = _paired_ratio_quartiles(
+        t["after_again"], t["after"])
+    out["ratio_fit_call_after_over_before"] = _paired_ratio(walls["before"], walls["after"])
+    out["epoch_s_per_repeat"] = t
+    out["fit_call_s_per_repeat"] = walls
+    return out
+
+
+def _learning_rates_before_after(srcs, repeats, epochs, expect, log):
+    """Ten `fit` calls on W1 with `adam(lr)` for the ten LEARNING_RATES, `epochs` each,
+    timed back to back (compiles included) in a fresh worker per version and repeat, so
+    each pays its own first compile; the versions alternate, the order rotating."""
+    totals = {side: [] for side in srcs}
+    calls = {side: [] for side in srcs}
+    for r in range(repeats):
+        for side in _rotate(list(srcs), r):
+            log(f"[{LR_WORKLOAD}] ten learning rates, {side}, repeat {r + 1}/{repeats} ...")
+            w = _start_workers({side: srcs[side]}, expect)[side]
+            try:
+                reply = w.ask("lrs", learning_rates=list(LEARNING_RATES), epochs=epochs)
+            finally:
+                w.close()
+            totals[side].append(reply["total_s"])
+            calls[side].append(reply["call_s"])
+    out = {"workload": LR_WORKLOAD, "learning_rates": list(LEARNING_RATES), "epochs": epochs,
+           "repeats": repeats, "optimizer": "adam(lr)"}
+    for side in srcs:
+        out[f"{side}_s"] = _median(totals[side])
+        out[f"{side}_first_call_s"] = _median([c[0] for c in calls[side]])
+        out[f"{side}_later_call_s"] = _median([_median(c[1:]) for c in calls[side]])
+        out[f"{side}_all_s"] = totals[side]
+        out[f"{side}_call_s_per_repeat"] = calls[side]
+    out["ratio_before_over_after"] = _paired_ratio(totals["before"], totals["after"])
+    out["ratio_before_over_after_quartiles"] = _paired_ratio_quartiles(totals["before"],
+                                                                       totals["after"])
+    return out
+
+
+def bench_before_after(baseline, workloads, mode, quick, log, after=None, lr_repeats=None,
+                       lr_epochs=5) -> dict:
+    """(f): this checkout's jaxmlp ("after": revision `after`, or a snapshot of the working
+    tree when None) against revision `baseline` ("before"), each in its own processes (two
+    versions of one package cannot share a process).  `fit` samples/s on `workloads` in three long-lived workers
+    (before, after and a second after: the A/A control), and the ten-learning-rate timing
+    on W1 in fresh workers.  Workers run one at a time, never concurrently."""
+    import tempfile
+    root = _repo_root()
+    expect = {"xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "cpus_used": len(os.sched_getaffinity(0))
+              if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    lr_repeats = lr_repeats or (1 if quick else 3)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="jaxmlp-bench-") as tmp:
+        srcs = {"before": os.path.join(tmp, "before"), "after": os.path.join(tmp, "after")}
+        out = {"before": extract_revision(root, baseline, srcs["before"]),
+               "after": extract_revision(root, after, srcs["after"]) if after
+               else snapshot_working_tree(root, srcs["after"]),
+               "config": {"repeats": mode["repeats"], "target_s": mode["target_s"],
+                          "dtype": "float32", "optimizer": "adam(1e-3)", "grad": "manual",
+                          **expect}}
+        log(f"(f) before = {_side_text(out['before'])}, after = {_side_text(out['after'])}: "
+            f"starting workers ...")
+        workers = _start_workers(dict(srcs, after_again=srcs["after"]), expect)
+        try:
+            out["workloads"] = {wid: _fit_before_after(workers, wid, mode, quick, log)
+                                for wid in workloads}
+        finally:
+            for w in workers.values():
+                w.close()
+        out["learning_rates"] = _learning_rates_before_after(srcs, lr_repeats, lr_epochs,
+                                                             expect, log)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _side_text(side) -> str:
+    """'3438e7d (3438e7d53a)', or 'working tree at ea913e7da5 (modified)'."""
+    if side["rev"] == "working tree":
+        return (f"working tree at {side['commit'][:10]}"
+                f"{' (modified)' if side['dirty'] else ''}")
+    return f"{side['rev']} ({side['commit'][:10]})"
+
+
+def format_before_after(ba) -> list:
+    """The table lines of section (f)."""
+    lines = [f"(f) before/after: before = {_side_text(ba['before'])}, "
+             f"after = {_side_text(ba['after'])}",
+             "fit samples/s, one worker process per version (after' a second 'after' worker: "
+             "A/A); ratios: medians of the per-repeat paired ratios, q1-q3 their quartiles",
+             f"{'':4} {'before':>10} {'after':>10} {'after2':>10} {'after/before':>12} "
+             f"{'a/b q1-q3':>12} {'A/A':>6} {'A/A q1-q3':>12} {'call a/b':>9} {'epochs':>6}"]
+    for wid, r in ba["workloads"].items():
+        lines.append(f"{wid:4} {r['before_samples_per_s']:10.0f} {r['after_samples_per_s']:10.0f} "
+                     f"{r['after_again_samples_per_s']:10.0f} "
+                     f"{r['ratio_after_over_before']:12.3f} "
+                     f"{_quartiles_text(r['ratio_after_over_before_quartiles']):>12} "
+                     f"{r['ratio_control_after_over_after_again']:6.3f} "
+                     f"{_quartiles_text(r['ratio_control_after_over_after_again_quartiles']):>12} "
+                     f"{r['ratio_fit_call_after_over_before']:9.3f} {r['epochs_per_call']:6d}")
+    lr = ba["learning_rates"]
+    lines.append(f"ten fit calls on {lr['workload']}, adam(lr) for {len(lr['learning_rates'])} "
+                 f"learning rates ({lr['learning_rates'][0]:g}..{lr['learning_rates'][-1]:g}), "
+                 f"{lr['epochs']} epochs each, compiles included, a fresh process per version; "
+                 f"medians of {lr['repeats']}")
+    lines.append(f"{'':7} {'total s':>8} {'1st call s':>10} {'later call s':>12}")
+    for side in ("before", "after"):
+        lines.append(f"{side:7} {lr[f'{side}_s']:8.3f} {lr[f'{side}_first_call_s']:10.3f} "
+                     f"{lr[f'{side}_later_call_s']:12.4f}")
+    lines.append(f"before/after {lr['ratio_before_over_after']:.1f}x (q1-q3 "
+                 f"{_quartiles_text(lr['ratio_before_over_after_quartiles'])})")
+    return lines
+
+
 # --------------------------------------------------------------------------- driver
 
 def run_workload(su: Setup, mode, log, machine_gflops):
@@ -867,6 +1229,11 @@ def format_table(results) -> str:
                  f"{env['machine']['cpu_count']}   "
                  f"jax {env['jax_version']}   mode: {env['config']['mode']}   "
                  f"XLA_FLAGS: {env['config']['xla_flags'] or '-'}")
+    if "workloads" not in results:  # --only-before-after
+        lines.append(f"load average at start: {env['machine']['loadavg_start'] or 0:.2f}")
+        lines.append("")
+        lines.extend(format_before_after(results["before_after"]))
+        return "\n".join(lines)
     lines.append(f"machine matmul peak ({env['machine_peak_n']}³ f32): "
                  f"{env['machine_peak_gflops']:.1f} GFLOP/s   load average at start: "
                  f"{env['machine']['loadavg_start'] or 0:.2f}")
@@ -958,6 +1325,10 @@ def format_table(results) -> str:
                              f"{p['single_step_s'] * 1e3:10.3f} {p['ratio_mesh_over_single']:7.3f} "
                              f"{p['all_reduce_text_count']:18d} {p['all_reduce_ops']:6d} "
                              f"{p['all_reduce_operands']:10d}")
+    ba = results.get("before_after")
+    if ba:
+        lines.append("")
+        lines.extend(format_before_after(ba))
     return "\n".join(lines)
 
 
@@ -981,12 +1352,23 @@ def parse_args(argv):
     p.add_argument("--xla-flags", default=None,
                    help="extra XLA_FLAGS, appended before JAX starts; only when run as a "
                         "script; write it with '=': --xla-flags=\"--xla_cpu_...=false\"")
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="also run (f): fit throughput and the ten-learning-rate timing of "
+                        "jaxmlp at git revision REV (before) against this checkout (after), "
+                        "each in its own worker processes")
+    p.add_argument("--after", metavar="REV", default=None,
+                   help="with --baseline: the 'after' side is jaxmlp at git revision REV "
+                        "(default: this checkout's working tree, as it is when (f) starts)")
+    p.add_argument("--only-before-after", action="store_true",
+                   help="with --baseline: run section (f) alone (no (a)-(e), no machine peak)")
     args = p.parse_args(argv)
     wl = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in wl if w not in WORKLOADS]
     if bad or not wl:
         p.error(f"--workloads must be a subset of {list(WORKLOADS)}, got {args.workloads!r}")
     args.workloads = wl
+    if (args.after or args.only_before_after) and not args.baseline:
+        p.error("--after and --only-before-after need --baseline REV")
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
     return args
@@ -1007,6 +1389,10 @@ def main(argv=None) -> dict:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     t_start = time.perf_counter()
     results = environment(mode_name, mode["repeats"])
+    if args.only_before_after:
+        results["before_after"] = bench_before_after(args.baseline, args.workloads, mode,
+                                                     args.quick, log, after=args.after)
+        return _report(results, args, t_start)
     results["machine_peak_n"] = mode["peak_n"]
     results["machine_peak_gflops"] = machine_peak(mode, mode["repeats"])
     results["workloads"] = {}
@@ -1033,6 +1419,14 @@ def main(argv=None) -> dict:
             results["parallel"] = par
     if not args.no_csv:
         results["csv"] = bench_csv(mode_name, min(mode["repeats"], 5), log)
+    if args.baseline:
+        results["before_after"] = bench_before_after(args.baseline, args.workloads, mode,
+                                                     args.quick, log, after=args.after)
+    return _report(results, args, t_start)
+
+
+def _report(results, args, t_start) -> dict:
+    """Prints the table, writes --json, returns the results."""
     results["total_seconds"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = _loadavg()
     print(format_table(results))
@@ -1044,4 +1438,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--_worker"]:
+        worker_main()  # a worker process of section (f)
+    else:
+        main()

@@ -1,6 +1,8 @@
 """scripts/benchmark.py: the quick run reports its sections with finite positive ratios (the
 CSV section's too), and the compiled manual-δ step costs no more FLOPs, temporary memory or
-kernels than the autodiff one.
+kernels than the autodiff one.  Section (f), before/after (`--baseline REV`), run with HEAD
+as the baseline on W1, reports its throughput ratios, A/A control and ten-learning-rate
+timing, each version imported in its own worker processes.
 
 No timing is asserted: timings depend on the machine and its load.  The quick run is
 in-process (its `main(argv)`), on W1 only, with JAX's defaults (64-bit off, rank promotion
@@ -12,6 +14,7 @@ import io
 import json
 import math
 import pathlib
+import shutil
 
 import jax
 import pytest
@@ -109,6 +112,7 @@ def test_quick_run_reports_every_section_with_finite_ratios(quick):
     assert len(quartiles) >= 3 * len(WORKLOADS), quartiles
     assert all(len(q) == 2 and q[0] <= q[1] for _, q in quartiles), quartiles  # [q1, q3]
     assert "manual ms" in stdout and "samples/s" in stdout and "(e) CSV loading" in stdout
+    assert "before_after" not in res and "(f) before/after" not in stdout  # opt-in only
 
 
 @pytest.mark.parametrize("wid", ["W1", "W2"])
@@ -148,3 +152,61 @@ ENTRY %main (a: f32[2], b: f32[2]) -> (f32[2], f32[]) {
 }
 """
     assert bench.count_kernels(text) == 2
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                               reason="section (f) extracts the baseline with git")
+
+
+@needs_git
+def test_before_after_section_with_head_as_baseline(tmp_path):
+    """`--quick --workloads W1 --baseline HEAD --only-before-after --repeats 2`: section
+    (f) alone in its smallest form: HEAD as "before" (a worker importing `git archive HEAD
+    jaxmlp`), the working tree as "after" (two workers), and one fresh worker per version
+    for the ten learning rates.  About 12 s on 2 cores."""
+    bench = _load_script()
+    out = tmp_path / "ba.json"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        bench.main(["--quick", "--workloads", "W1", "--baseline", "HEAD", "--only-before-after",
+                    "--repeats", "2", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert "workloads" not in res and "csv" not in res  # (a)-(e) not run
+    ba = res["before_after"]
+    head = bench._git(ROOT, "rev-parse", "HEAD").decode().strip()
+    assert ba["before"]["commit"] == head and ba["after"]["commit"] == head
+    assert ba["before"]["rev"] == "HEAD" and ba["after"]["rev"] == "working tree"
+    assert set(ba["workloads"]) == {"W1"}
+    w = ba["workloads"]["W1"]
+    assert set(w["epoch_s_per_repeat"]) == {"before", "after", "after_again"}
+    assert all(len(ts) == 2 for ts in w["epoch_s_per_repeat"].values()), w
+    for side in ("before", "after", "after_again"):
+        assert _finite_positive(w[f"{side}_samples_per_s"]), side
+        assert _finite_positive(w["compile_s"][side]), side
+    lr = ba["learning_rates"]
+    assert lr["learning_rates"] == sorted(set(lr["learning_rates"]))
+    assert len(lr["learning_rates"]) == 10
+    for side in ("before", "after"):
+        assert [len(c) for c in lr[f"{side}_call_s_per_repeat"]] == [10] * lr["repeats"]
+        assert _finite_positive(lr[f"{side}_s"]) and _finite_positive(lr[f"{side}_first_call_s"])
+    ratios = list(_ratios(ba))
+    assert len(ratios) >= 6, ratios  # after/before (+ q1, q3), A/A (+ q1, q3), call, lrs
+    bad = [(p, v) for p, v in ratios if not _finite_positive(v)]
+    assert not bad, bad
+    quartiles = [q for k, q in _items(ba) if k.endswith("_quartiles")]
+    assert len(quartiles) == 3 and all(q[0] <= q[1] for q in quartiles), quartiles
+    text = stdout.getvalue()
+    assert "(f) before/after" in text and "after/before" in text and "A/A" in text
+    assert "ten fit calls" in text and "manual ms" not in text
+
+
+@needs_git
+def test_before_after_refuses_an_unknown_revision(tmp_path):
+    bench = _load_script()
+    assert bench.parse_args(["--baseline", "3438e7d"]).baseline == "3438e7d"
+    assert bench.parse_args([]).baseline is None
+    for flags in (["--after", "HEAD"], ["--only-before-after"]):
+        with pytest.raises(SystemExit):  # argparse: they need --baseline
+            bench.parse_args(flags)
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        bench.extract_revision(ROOT, "no-such-revision", tmp_path)
