@@ -258,10 +258,16 @@ def _sweep_epoch(params, opt_state, state, x, y, xv, yv, keys, epoch, pen, activ
     def one(p, o, s, k, pn):
         return _train._epoch(p, o, s, x, y, xv, yv, k, epoch, pn, guarded=guarded, **static)
 
+    key_axis = 0 if keys.ndim else None
+    if active.shape[0] == 1:
+        # one model: fit's own program (no batched dots); an inactive model ends the loop
+        take = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+        out = one(take(params), take(opt_state), take(state),
+                  keys[0] if key_axis == 0 else keys, take(pen))
+        return jax.tree_util.tree_map(lambda a: a[None], out)
     # one key for all ("shared" shuffle): unbatched, so every model gathers the same
     # minibatch and the first layer's matmuls are one wide GEMM over the models
-    out = jax.vmap(one, in_axes=(0, 0, 0, 0 if keys.ndim else None, 0))(
-        params, opt_state, state, keys, pen)
+    out = jax.vmap(one, in_axes=(0, 0, 0, key_axis, 0))(params, opt_state, state, keys, pen)
     kept = _select(active, (out.params, out.opt_state, out.state), (params, opt_state, state))
     return out._replace(params=kept[0], opt_state=kept[1], state=kept[2],
                         bad_step=jnp.where(active, out.bad_step, -1))

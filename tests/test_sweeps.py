@@ -128,6 +128,23 @@ def test_shared_shuffle_each_model_equals_fit_with_the_key_itself(devices):
                  **kw)
 
 
+@pytest.mark.parametrize("rate", [1e-2, 1e100], ids=["stops-early", "diverges"])
+def test_one_model_sweep_is_fit_bitwise(rate):
+    # M = 1 runs fit's own epoch program (no vmap): the same bits
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 1), MODEL,
+                              dtype=jnp.float64)
+    kw = dict(epochs=20, batch_size=16, validation=(XV, YV), patience=2)
+    key = jax.random.key(3)
+    P, H = jm.sweep(MODEL, params, optim.adam(rate), X, Y, key=key, **kw)
+    fp, fh = jm.fit(MODEL, slice_params(params, 0), optim.adam(rate), X, Y,
+                    key=jax.random.split(key, 1)[0], on_divergence="stop", **kw)
+    pm, hm = sweeps.member(P, H, 0)
+    for a, b in zip(jax.tree_util.tree_leaves(pm), jax.tree_util.tree_leaves(fp)):
+        np.testing.assert_array_equal(a, b)
+    assert hm["train_loss"] == fh["train_loss"] and hm.get("diverged") == fh.get("diverged")
+    assert hm["stopped_early"]
+
+
 def test_one_compile_serves_other_rates_and_penalties():
     params = sweeps.init_many(jax.random.split(jax.random.key(0), 2), MODEL,
                               dtype=jnp.float64)
