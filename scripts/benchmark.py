@@ -46,7 +46,15 @@ cancel within a pair:
     at a time, interleaved, the order rotating, and each ratio is the median of the
     per-repeat ratios.  Then the time of ten `fit` calls on W1 with `adam(lr)` for ten
     learning rates (1e-4 to 1e-2, 5 epochs each), compiles included, in a fresh worker per
-    version and repeat (3; 1 with --quick), so each pays its own first compile.
+    version and repeat (3; 1 with --quick), so each pays its own first compile;
+(g) sweep, with `--sweep` or `--only-sweep`: aggregate samples/s (M × each model's) of
+    `jm.sweep` over M identical-architecture models against M sequential `fit` calls
+    (aggregate: one fit's samples/s), for W1 at M = 1, 8, 32, 128, W3 at M = 8 and W2
+    at M = 4 (W1 at 1 and 8 with --quick); variants: the model axis on one device, split
+    over every device, and split with `shuffle="shared"`; interleaved repeats, medians,
+    paired ratios with quartiles; GFLOP/s (6 per weight per sample) as a fraction of
+    the machine peak; compile time (first call minus a warm epoch).  Give the process
+    one CPU device per core with `--host-devices N`.
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
@@ -63,6 +71,7 @@ Usage:
     python scripts/benchmark.py --no-csv --baseline 3438e7d              # + (f), vs the working tree
     python scripts/benchmark.py --no-csv --baseline 3438e7d --after HEAD  # + (f), vs a commit
     python scripts/benchmark.py --baseline 3438e7d --after HEAD --only-before-after
+    python scripts/benchmark.py --only-sweep --host-devices 2                # (g) alone
 
 `main(argv)` returns the results dict (what `--json` writes).  Timing is device-agnostic:
 every measurement ends with `jax.block_until_ready` on everything it produced.
@@ -1229,10 +1238,13 @@ def format_table(results) -> str:
                  f"{env['machine']['cpu_count']}   "
                  f"jax {env['jax_version']}   mode: {env['config']['mode']}   "
                  f"XLA_FLAGS: {env['config']['xla_flags'] or '-'}")
-    if "workloads" not in results:  # --only-before-after
+    if "workloads" not in results:  # --only-before-after or --only-sweep
         lines.append(f"load average at start: {env['machine']['loadavg_start'] or 0:.2f}")
         lines.append("")
-        lines.extend(format_before_after(results["before_after"]))
+        if "before_after" in results:
+            lines.extend(format_before_after(results["before_after"]))
+        if "sweep" in results:
+            lines.extend(format_sweep(results["sweep"]))
         return "\n".join(lines)
     lines.append(f"machine matmul peak ({env['machine_peak_n']}³ f32): "
                  f"{env['machine_peak_gflops']:.1f} GFLOP/s   load average at start: "
@@ -1329,7 +1341,120 @@ def format_table(results) -> str:
     if ba:
         lines.append("")
         lines.extend(format_before_after(ba))
+    if results.get("sweep"):
+        lines.append("")
+        lines.extend(format_sweep(results["sweep"]))
     return "\n".join(lines)
+
+
+
+# --------------------------------------------------------------------------- (g) sweep
+
+#: Section (g)'s plan: (workload, M values); W1's whole curve, W3 and W2 at one M each.
+SWEEP_PLAN = (("W1", (1, 8, 32, 128)), ("W3", (8,)), ("W2", (4,)))
+SWEEP_PLAN_QUICK = (("W1", (1, 8)),)
+
+
+class SweepBench:
+    """(g): aggregate samples/s (M × each model's) of `jm.sweep` over M models against
+    M sequential `fit` calls (whose aggregate is one fit's samples/s: they run one
+    after another), side by side: interleaved repeats, the median of each run's
+    epoch times, paired ratios.  Variants: the model axis on one device, split over
+    every device (`devices=None`, the default), and split with `shuffle="shared"`.
+    Compile time: a variant's first call (1 epoch) minus a warm epoch."""
+
+    def __init__(self, su: Setup, n_models, mode):
+        self.su, self.M, self.mode = su, n_models, mode
+        self.key = jax.random.key(1)
+        p0 = su.fresh()[0]
+        self.p0 = p0
+        self.stacked = jm.sweeps.stack([p0] * n_models)
+        multi = len(jax.devices()) > 1
+        self.variants = {"fit": None, "sweep_1dev": dict(devices=1)}
+        if multi:
+            self.variants["sweep_all"] = dict(devices=None)
+        self.variants["sweep_shared" if multi else "sweep_shared_1dev"] = dict(
+            devices=None if multi else 1, shuffle="shared")
+
+    def run(self, name, epochs):
+        su = self.su
+        if name == "fit":
+            _, h = jm.fit(su.model, self.p0, su.opt, su.x, su.y, epochs=epochs,
+                          batch_size=su.B, key=self.key)
+        else:
+            _, h = jm.sweep(su.model, self.stacked, su.opt, su.x, su.y, epochs=epochs,
+                            batch_size=su.B, key=self.key, **self.variants[name])
+        return list(h["epoch_time"])
+
+    def measure(self, log):
+        su, mode, M = self.su, self.mode, self.M
+        compile_s = {}
+        for name in self.variants:  # first call: compile + 1 epoch, then a warm epoch
+            t0 = time.perf_counter()
+            self.run(name, 1)
+            first = time.perf_counter() - t0
+            compile_s[name] = max(0.0, first - self.run(name, 1)[0])
+        warm = {k: _median(self.run(k, 2)) for k in self.variants}
+        epochs = {k: int(min(mode["max_epochs"], max(2, round(mode["target_s"] / t))))
+                  for k, t in warm.items()}
+        log(f"[{su.wid}] sweep M={M}: epochs per sample {epochs} ...")
+        per_repeat = _interleaved({k: (lambda k=k: _median(self.run(k, epochs[k])))
+                                   for k in self.variants}, mode["repeats"])
+        samples = su.n_batches * su.B
+        flops_per_sample = 6 * n_weights(su.spec["sizes"])
+        out = {"models": M, "devices": len(jax.devices()), "compile_s": compile_s,
+               "epochs_per_sample": epochs, "variants": {}}
+        for k, ts in per_repeat.items():
+            n = 1 if k == "fit" else M
+            agg = n * samples / _median(ts)
+            out["variants"][k] = {
+                "epoch_s": _median(ts), "aggregate_samples_per_s": agg,
+                "gflops": agg * flops_per_sample / 1e9}
+            if k != "fit":
+                # aggregate ratio to M sequential fits: (M / t_sweep) / (1 / t_fit)
+                scaled = [t / M for t in ts]
+                out["variants"][k]["speedup_over_sequential_fits"] = _paired_ratio(
+                    per_repeat["fit"], scaled)
+                out["variants"][k]["speedup_quartiles"] = _paired_ratio_quartiles(
+                    per_repeat["fit"], scaled)
+        return out
+
+
+def bench_sweep(mode, quick, log, machine_gflops):
+    """Section (g) over SWEEP_PLAN (SWEEP_PLAN_QUICK with --quick)."""
+    out = {"devices": len(jax.devices()), "machine_peak_gflops": machine_gflops, "runs": []}
+    for wid, ms in (SWEEP_PLAN_QUICK if quick else SWEEP_PLAN):
+        su = Setup(wid, quick)
+        sub = dict(mode)
+        if wid != "W1":  # big epochs: fewer repeats, one or two epochs per sample
+            sub["repeats"] = min(mode["repeats"], 5)
+        for M in ms:
+            r = SweepBench(su, M, sub).measure(log)
+            r["workload"] = wid
+            for v in r["variants"].values():
+                v["fraction_of_machine_peak"] = v["gflops"] / machine_gflops
+            out["runs"].append(r)
+    return out
+
+
+def format_sweep(sw) -> list:
+    lines = [f"(g) sweep: aggregate samples/s of M models vs M sequential fits, "
+             f"{sw['devices']} device(s); speedup = sweep aggregate / fit (q1-q3), "
+             f"GFLOP/s as a fraction of the machine peak ({sw['machine_peak_gflops']:.1f})",
+             f"{'wl':<4}{'M':>5} {'variant':<18}{'epoch ms':>10}{'agg samples/s':>15}"
+             f"{'speedup':>9} {'(q1-q3)':<14}{'GFLOP/s':>9}{'/peak':>7}{'compile s':>10}"]
+    for r in sw["runs"]:
+        for k, v in r["variants"].items():
+            sp = v.get("speedup_over_sequential_fits")
+            q = v.get("speedup_quartiles")
+            lines.append(
+                f"{r['workload']:<4}{r['models']:>5} {k:<18}{v['epoch_s'] * 1e3:>10.2f}"
+                f"{v['aggregate_samples_per_s']:>15,.0f}"
+                f"{'' if sp is None else f'{sp:.2f}':>9} "
+                f"{'' if q is None else f'({q[0]:.2f}-{q[1]:.2f})':<14}"
+                f"{v['gflops']:>9.1f}{v['fraction_of_machine_peak']:>7.2f}"
+                f"{r['compile_s'][k]:>10.2f}")
+    return lines
 
 
 def parse_args(argv):
@@ -1359,6 +1484,11 @@ def parse_args(argv):
     p.add_argument("--after", metavar="REV", default=None,
                    help="with --baseline: the 'after' side is jaxmlp at git revision REV "
                         "(default: this checkout's working tree, as it is when (f) starts)")
+    p.add_argument("--sweep", action="store_true",
+                   help="also run (g): jm.sweep of M models against M sequential fits "
+                        "(give the process several CPU devices: --host-devices N)")
+    p.add_argument("--only-sweep", action="store_true",
+                   help="run section (g) alone (and the machine peak it is read against)")
     p.add_argument("--only-before-after", action="store_true",
                    help="with --baseline: run section (f) alone (no (a)-(e), no machine peak)")
     args = p.parse_args(argv)
@@ -1395,6 +1525,9 @@ def main(argv=None) -> dict:
         return _report(results, args, t_start)
     results["machine_peak_n"] = mode["peak_n"]
     results["machine_peak_gflops"] = machine_peak(mode, mode["repeats"])
+    if args.only_sweep:
+        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"])
+        return _report(results, args, t_start)
     results["workloads"] = {}
     kept = {}
     for wid in args.workloads:
@@ -1422,6 +1555,8 @@ def main(argv=None) -> dict:
     if args.baseline:
         results["before_after"] = bench_before_after(args.baseline, args.workloads, mode,
                                                      args.quick, log, after=args.after)
+    if args.sweep:
+        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"])
     return _report(results, args, t_start)
 
 

@@ -113,6 +113,36 @@ def test_quick_run_reports_every_section_with_finite_ratios(quick):
     assert all(len(q) == 2 and q[0] <= q[1] for _, q in quartiles), quartiles  # [q1, q3]
     assert "manual ms" in stdout and "samples/s" in stdout and "(e) CSV loading" in stdout
     assert "before_after" not in res and "(f) before/after" not in stdout  # opt-in only
+    assert "sweep" not in res and "(g) sweep" not in stdout
+
+
+def test_sweep_section_quick(tmp_path):
+    """Section (g) alone, quick (W1 at M = 1 and 8), on the suite's 4 CPU devices: every
+    variant's throughput, speedup and quartiles are finite and positive."""
+    out = tmp_path / "sweep.json"
+    before = jax.config.jax_enable_x64, jax.config.jax_numpy_rank_promotion
+    jax.config.update("jax_enable_x64", False)
+    jax.config.update("jax_numpy_rank_promotion", "allow")
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            _load_script().main(["--quick", "--only-sweep", "--repeats", "2", "--json",
+                                 str(out)])
+    finally:
+        jax.config.update("jax_enable_x64", before[0])
+        jax.config.update("jax_numpy_rank_promotion", before[1])
+    res = json.loads(out.read_text())["sweep"]
+    assert [(r["workload"], r["models"]) for r in res["runs"]] == [("W1", 1), ("W1", 8)]
+    for r in res["runs"]:
+        assert set(r["variants"]) >= {"fit", "sweep_1dev"}
+        for name, v in r["variants"].items():
+            assert _finite_positive(v["aggregate_samples_per_s"]), name
+            assert _finite_positive(v["fraction_of_machine_peak"]), name
+            if name != "fit":
+                assert _finite_positive(v["speedup_over_sequential_fits"]), name
+                q = v["speedup_quartiles"]
+                assert q[0] <= q[1], name
+    assert "(g) sweep" in stdout.getvalue()
 
 
 @pytest.mark.parametrize("wid", ["W1", "W2"])
