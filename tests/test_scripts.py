@@ -87,6 +87,25 @@ def test_table_format():
                               "| x |      – |"]
 
 
+def test_regularization_sweep_is_the_fits(tmp_path, capsys):
+    """--quick --time-fits: the penalties train as one sweep (3 models, 30 epochs); its
+    validation curves are those of the same models trained one by one with jm.fit
+    (float32), its two scorings follow identical trajectories, and both figures appear."""
+    rg = script("regularization")
+    results = rg.main(["--quick", "--time-fits", "--out", str(tmp_path), "--seed", "0"])
+    out = capsys.readouterr().out
+    assert [r["label"] for r in results] == ["none", "L2 (λ = 1e-3)", "L1 (λ = 1e-4)",
+                                             rg.EARLY]
+    assert "One sweep over the penalty weight: 3 models" in out
+    assert "final parameters differ by at most 0\n" in out
+    diff = float(out.split("largest |Δ val MSE| fit vs sweep over all epochs ")[1].split()[0])
+    assert diff < 1e-4, out
+    early = results[-1]  # early stopping's first epochs are the unregularised member's
+    np.testing.assert_allclose(early["val_curve"], results[0]["val_curve"], rtol=1e-4)
+    if _has_matplotlib():
+        assert (tmp_path / "regularization_sweep.png").is_file()
+
+
 @pytest.mark.skipif(not HAS_WINE, reason=f"no {DATA / 'winequality-red.csv'}")
 def test_wine_quality_bar_mlp_beats_least_squares():
     """Five seeded 80/20 splits: the MLP's mean test MSE is below OLS's (split rule in
