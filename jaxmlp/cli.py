@@ -14,8 +14,8 @@ batch, trains with early stopping on the validation part, reports test metrics a
 
 A sweep (`--seeds N` with N ≥ 2, or a comma list of ≥ 2 values for `--lr` or `--l2`)
 trains the Cartesian product seeds × lr × l2 of models at once with `jaxmlp.sweeps.sweep`
-(at most `MAX_MODELS`), on every CPU core, prints a table of them and writes the best
-one's checkpoint as `model.ckpt`, all of them in `sweep.ckpt`, and every model's history,
+(at most `MAX_MODELS`; a group of models per CPU core), prints a table of them, writes the
+best one's checkpoint as `model.ckpt`, all of them in `sweep.ckpt`, and every model's history,
 metrics and loss curves.
 """
 from __future__ import annotations
@@ -521,24 +521,6 @@ def _train_one(args, s: _Setup, t_start) -> int:
 
 # --------------------------------------------------------------------------- sweeps
 
-def _use_every_cpu() -> None:
-    """Asks JAX for one CPU device per usable core, so that a sweep's models spread over
-    all of them — unless the user chose a number (jax_num_cpu_devices or
-    $JAX_NUM_CPU_DEVICES, or --xla_force_host_platform_device_count in $XLA_FLAGS).
-    This works only before JAX starts its backend (`import jaxmlp` does not start it);
-    when it has already started (main called after other JAX work), the devices stay
-    as they are."""
-    if (jax.config.jax_num_cpu_devices != -1
-            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")):
-        return
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count()) or 1
-    try:
-        jax.config.update("jax_num_cpu_devices", cores)
-    except RuntimeError:  # "should be updated before backends are initialized"
-        pass
-
-
 def _status(history, m) -> str:
     """Model m's end, for the table: ran, stopped early, or diverged at epoch e step s
     (counted from 1)."""
@@ -656,10 +638,9 @@ def _train_sweep(args, s: _Setup, grid, t_start) -> int:
     (x_tr, y_tr), (x_va, y_va) = s.train, s.val
     n = len(grid)
     counts = [args.seeds or 1, len(_values(args.lr)), len(_values(args.l2))]
-    devices = jax.devices()  # sweep's default; it uses d of them, d the largest divisor of n
-    used = max(k for k in range(1, len(devices) + 1) if n % k == 0)
-    print(f"sweep    {n} models = {counts[0]} seeds × {counts[1]} lr × {counts[2]} l2, on "
-          f"{used} of {len(devices)} {devices[0].platform} devices")
+    used = sweeps.workers(n)  # sweep's default: a group of models per usable core
+    print(f"sweep    {n} models = {counts[0]} seeds × {counts[1]} lr × {counts[2]} l2, in "
+          f"{used} group{'s' if used > 1 else ''} of {n // used} trained side by side")
 
     keys = {seed: _seed_keys(seed) for seed in dict.fromkeys(g[0] for g in grid)}
     k_init = jnp.stack([keys[seed][0] for seed, _, _ in grid])
@@ -695,7 +676,7 @@ def _train_sweep(args, s: _Setup, grid, t_start) -> int:
                "test": rows[best]["test"] if best is not None else None,
                "validation": rows[best]["validation"] if best is not None else None,
                "models": rows, "gradient_check_max_rel_err": report.max_rel_err,
-               "devices": used, "seconds": time.perf_counter() - t_start}
+               "workers": used, "seconds": time.perf_counter() - t_start}
     histories = [dict(model=m, seed=seed, lr=lr, l2=l2_m, **_member_history(history, m))
                  for m, (seed, lr, l2_m) in enumerate(grid)]
     (out / "history.json").write_text(json.dumps(
@@ -758,8 +739,6 @@ def main(argv=None) -> int:
     if args.command == "check":
         from jaxmlp import oracle
         return oracle.run_check(args)
-    if _sweep_grid(args) is not None:  # before anything starts JAX's backend
-        _use_every_cpu()
     try:
         return run_train(args)
     except (ValueError, TypeError, FileNotFoundError) as e:

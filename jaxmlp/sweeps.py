@@ -26,24 +26,27 @@ bookkeeping (the same recording, early stopping and divergence pieces).  Per mod
   non-finite value (only for the models that saw one), and checkpoint/resume (of the
   whole sweep, bitwise equal to an uninterrupted one) are fit's too.
 
-Devices: the model axis is split over ``devices`` (default: all of ``jax.devices()``),
-each device training M/d models, where d is the largest divisor of M that is at most the
-number of devices (M = 6 on 4 devices: 3 devices, two models each); data are replicated.
-JAX starts with one CPU device unless told otherwise, so to use every core of a CPU set
-``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` before JAX first runs
-anything (`jaxmlp train` does this itself).  ``devices=1`` keeps everything on one.
+Cores and devices: the model axis is cut into k groups of M/k models (k the largest
+divisor of M that is at most ``workers``; default: the usable CPU cores on a CPU, the
+devices on an accelerator), and each group's epoch runs in its own thread (XLA runs a CPU
+program on the thread that calls it, so k threads keep k cores busy, with the one device
+JAX starts with and no flags).  When JAX has several devices, group i goes to device
+i mod their number.  With one group the epoch is dispatched asynchronously, as in `fit`.
+``workers=1`` gives one program for all models.  Results do not depend on k: each model's
+computation is the same.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxmlp import _validate as _v
 from jaxmlp import optim as _optim
@@ -51,10 +54,7 @@ from jaxmlp import train as _train
 from jaxmlp.losses import _penalty_value
 from jaxmlp.model import MLP, _check_key, check_model, init_params
 
-__all__ = ["sweep", "init_many", "stack", "unstack", "member", "best_model", "AXIS"]
-
-#: The mesh axis name of the model axis.
-AXIS = "models"
+__all__ = ["sweep", "init_many", "stack", "unstack", "member", "best_model", "workers"]
 
 _WHERE = "sweep"
 
@@ -214,26 +214,62 @@ def _penalties(value, name: str, n_models: int):
     return jnp.broadcast_to(one, (n_models,))
 
 
-def _mesh(devices, n_models: int) -> Optional[Mesh]:
-    """The mesh over the model axis (None for one device): the first d of `devices`
-    (default all of `jax.devices()`; an int n: the first n), d the largest divisor of M
-    that is at most their number."""
-    if devices is None:
-        devs = jax.devices()
-    elif isinstance(devices, numbers.Integral) and not isinstance(devices, bool):
-        n = _v.positive_int(devices, "devices", where=_WHERE)
-        devs = jax.devices()
-        if n > len(devs):
-            raise ValueError(f"{_WHERE}: devices must be at most the {len(devs)} devices JAX "
-                             f"has, got {n}")
-        devs = devs[:n]
-    elif isinstance(devices, (list, tuple)) and devices:
-        devs = list(devices)
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def workers(n_models: int, workers=None) -> int:
+    """How many groups of models a sweep of `n_models` trains concurrently: the largest
+    divisor of M that is at most `workers` (default: the usable CPU cores on a CPU, the
+    number of devices on an accelerator), so every group has M / k models and one
+    compiled program serves them all."""
+    n = _v.positive_int(n_models, "n_models", where="workers")
+    if workers is None:
+        devices = jax.devices()
+        limit = _usable_cores() if devices[0].platform == "cpu" else len(devices)
     else:
-        raise TypeError(f"{_WHERE}: devices must be None, a positive int or a non-empty list "
-                        f"of jax devices, got {devices!r}")
-    d = max(k for k in range(1, len(devs) + 1) if n_models % k == 0)
-    return None if d == 1 else Mesh(np.asarray(devs[:d]), (AXIS,))
+        limit = _v.positive_int(workers, "workers", where=_WHERE)
+    return max(k for k in range(1, min(limit, n) + 1) if n % k == 0)
+
+
+class _Group(NamedTuple):
+    """One worker's share of the models: the slice lo:hi of the model axis, on `device`."""
+
+    lo: int
+    hi: int
+    device: Any
+
+
+def _groups(n_models: int, n_workers) -> list:
+    """k groups of M / k consecutive models (k = `workers(M, n_workers)`), group i on
+    jax.devices()[i mod the device count]."""
+    k = workers(n_models, n_workers)
+    devices, size = jax.devices(), n_models // k
+    return [_Group(i * size, (i + 1) * size, devices[i % len(devices)]) for i in range(k)]
+
+
+def _split(tree, groups) -> list:
+    """`tree` (model axis first; None stays None) cut into the groups' slices, each on its
+    group's device."""
+    if tree is None:
+        return [None] * len(groups)
+    return [jax.device_put(jax.tree_util.tree_map(lambda a: a[g.lo:g.hi], tree), g.device)
+            for g in groups]
+
+
+def _join(trees):
+    """The groups' trees concatenated back along the model axis (on the first group's
+    device)."""
+    if trees[0] is None:
+        return None
+    if len(trees) == 1:
+        return trees[0]
+    home = jax.tree_util.tree_leaves(trees[0])[0].devices().pop()
+    trees = [jax.device_put(t, home) for t in trees]
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *trees)
 
 
 # --------------------------------------------------------------------------- one epoch
@@ -277,43 +313,101 @@ _run_sweep_epoch = jax.jit(_sweep_epoch, static_argnames=_train._STATIC)
 
 
 class _Sweep(NamedTuple):
-    """What `sweep` carries from epoch to epoch on the device (model axis first) and for
-    each model on the host (`runs`: fit's `_Run` bookkeeping, params not kept there)."""
+    """What `sweep` carries from epoch to epoch: on the devices, one tree per worker
+    group (model axis first: the group's slice of the models), and for each model on
+    the host (`runs`: fit's `_Run` bookkeeping, params not kept there)."""
 
-    params: Any
-    opt_state: Any
-    state: Any
-    best_params: Any
-    best_state: Any
+    params: list
+    opt_state: list
+    state: list
+    best_params: list
+    best_state: list
     runs: list          # M `train._Run`s: history, best_val, since_best
     active: np.ndarray  # (M,) bool: still training
     has_best: np.ndarray  # (M,) bool: best_params[m] was set (early stopping)
     epoch_time: list    # the sweep's wall time per epoch
 
 
-def _launch(plan, static, keys, pen, sw: _Sweep, params, opt_state, state, epoch):
-    args = (params, opt_state, state, plan.x, plan.y, plan.xv, plan.yv, keys,
-            np.int32(epoch), pen, jnp.asarray(sw.active))
-    return args, _run_sweep_epoch(*args, **static)
+class _Context(NamedTuple):
+    """The fixed inputs of every epoch, per group: the data on the group's device,
+    its keys and penalties; the static arguments; the thread pool (None for one group:
+    then the epoch is dispatched asynchronously, as fit does)."""
+
+    groups: list
+    data: list          # per group: (x, y, xv, yv) on its device
+    keys: list          # per group: its slice of the keys, or the shared key
+    pen: list           # per group: (l1, l2) slices or None
+    static: dict
+    pool: Any
 
 
-def _read(args, out, static):
-    """fit's `_read_epoch` for M models: one transfer of the flags, losses and rates
-    ((M,) each); the models whose fast path saw a non-finite value (flag −2) take the
-    guarded re-run's results (a second program and transfer, only then).  Out: (out,
-    bad, cause, train_loss, val, rate, rerun) with host arrays of shape (M,)."""
-    rate = _optim.current_learning_rate(out.opt_state)
-    bad, train_loss, val, rate = jax.device_get(
-        (out.bad_step, out.train_loss, out.val_loss, rate))
-    bad = np.asarray(bad)
-    cause = np.zeros_like(bad)
-    rerun = bad == -2
-    if rerun.any():
-        guarded = _run_sweep_epoch(*args, **static, guarded=True)
-        out = _select_jit(jnp.asarray(rerun), guarded, out)
-        bad, cause, train_loss, val = map(np.asarray, jax.device_get(
-            (out.bad_step, out.cause, out.train_loss, out.val_loss)))
-    return out, bad, cause, np.asarray(train_loss), np.asarray(val), rate, bool(rerun.any())
+def _run_blocking(args, static, guarded=False):
+    """One group's epoch, waited for (the worker thread's job: XLA runs it on this
+    thread, so k threads keep k cores busy)."""
+    return jax.block_until_ready(_run_sweep_epoch(*args, **static, guarded=guarded))
+
+
+def _launch(ctx: _Context, active, trees, epoch) -> list:
+    """Starts epoch `epoch` for every group with an active model, from `trees` =
+    (params, opt_state, state), lists over the groups.  Out: per group (args, handle),
+    handle an `_EpochOut` (one group) or a Future of one; None for a group whose models
+    have all stopped (it is not run)."""
+    jobs = []
+    for g, grp in enumerate(ctx.groups):
+        act = active[grp.lo:grp.hi]
+        if not act.any():
+            jobs.append(None)
+            continue
+        args = (trees[0][g], trees[1][g], trees[2][g], *ctx.data[g], ctx.keys[g],
+                np.int32(epoch), ctx.pen[g], jax.device_put(act, grp.device))
+        handle = (_run_sweep_epoch(*args, **ctx.static) if ctx.pool is None
+                  else ctx.pool.submit(_run_blocking, args, ctx.static))
+        jobs.append((args, handle))
+    return jobs
+
+
+def _result(handle):
+    return handle.result() if hasattr(handle, "result") else handle
+
+
+def _read(ctx: _Context, jobs, sw: _Sweep):
+    """fit's `_read_epoch` for the groups: one transfer of every group's flags, losses
+    and rates; the models whose fast path saw a non-finite value (flag −2) take the
+    guarded re-run's results (their groups re-run, only then).  Out: (outs, bad, cause,
+    train_loss, val, rate, rerun): outs per group (None for a group not run), host
+    arrays of shape (M,) (−1 and NaN for models not run), rerun True after a re-run."""
+    outs = [None if job is None else _result(job[1]) for job in jobs]
+    n = len(sw.runs)
+    bad, cause = np.full(n, -1, np.int32), np.zeros(n, np.int32)
+    train_loss, val, rate = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    has_rate = False
+
+    def gather(g_outs, with_cause):
+        nonlocal has_rate
+        parts = {g: (o.bad_step, o.cause, o.train_loss, o.val_loss,
+                     _optim.current_learning_rate(o.opt_state))
+                 for g, o in g_outs.items()}
+        for g, (b, c, t, v, r) in jax.device_get(parts).items():
+            sl = slice(ctx.groups[g].lo, ctx.groups[g].hi)
+            bad[sl], train_loss[sl], val[sl] = b, t, v
+            if with_cause:
+                cause[sl] = c
+            if r is not None:
+                rate[sl], has_rate = r, True
+
+    gather({g: o for g, o in enumerate(outs) if o is not None}, False)
+    again = [g for g, o in enumerate(outs) if o is not None
+             and (bad[ctx.groups[g].lo:ctx.groups[g].hi] == -2).any()]
+    if again:
+        def guarded(g):
+            return _run_blocking(jobs[g][0], ctx.static, guarded=True)
+        redo = list(ctx.pool.map(guarded, again)) if ctx.pool else [guarded(g) for g in again]
+        for g, out in zip(again, redo):
+            grp = ctx.groups[g]
+            mask = jax.device_put(bad[grp.lo:grp.hi] == -2, grp.device)
+            outs[g] = _select_jit(mask, out, outs[g])
+        gather({g: outs[g] for g in again}, True)
+    return outs, bad, cause, train_loss, val, rate if has_rate else None, bool(again)
 
 
 def _book(sw: _Sweep, epoch, bad, cause, train_loss, val, rate, elapsed, *, validated,
@@ -345,7 +439,7 @@ def _book(sw: _Sweep, epoch, bad, cause, train_loss, val, rate, elapsed, *, vali
 def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optional[int],
           key, validation=None, patience: Optional[int] = None, min_delta: float = 0.0,
           grad: str = "manual", callback: Optional[Callable] = None, state=None,
-          unroll: int = 1, devices=None, checkpoint_dir=None, checkpoint_every: int = 1,
+          unroll: int = 1, workers=None, checkpoint_dir=None, checkpoint_every: int = 1,
           keep: int = 2, l1=None, l2=None, shuffle: str = "per_model"):
     """Trains M models of one architecture on (x, y) at once; returns `(params, history)`.
 
@@ -371,8 +465,9 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
         stops every model.
       state: batch-norm running statistics every model starts from (default
         `init_state(model)`).
-      devices: where the model axis goes (see the module docstring): None (all of
-        `jax.devices()`), an int n (the first n) or a list of devices.
+      workers: how many groups of models train concurrently, each in its own thread
+        (and on its own device when JAX has several): None for every usable CPU core
+        (every device on an accelerator), 1 for a single program; see `workers`.
       checkpoint_dir: a folder for resumable sweeps, as in `fit`: the whole sweep (every
         model's params, optimizer state, best params, history) is saved atomically; called
         again with the same arguments, `sweep` resumes and ends bitwise equal to an
@@ -414,60 +509,68 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
     dtype = first[0]["W"].dtype
     for m, opt in enumerate(opts[1:], 1):
         _train._check_hyperparameters(opt, dtype, fn=f"{_WHERE}: model {m}")
-    mesh = _mesh(devices, n)
+    groups = _groups(n, workers)
     states = None if plan.state is None else stack([plan.state] * n)
     opt_state = stack([opt.init(p) for opt, p in zip(opts, unstack(params))])
-    sw = _Sweep(params, opt_state, states, params, states,
-                [_train._new_run(None, None, None) for _ in range(n)],
-                np.ones(n, bool), np.zeros(n, bool), [])
+    runs = [_train._new_run(None, None, None) for _ in range(n)]
+    whole = (params, opt_state, states, params, states, np.ones(n, bool), np.zeros(n, bool),
+             [])
     save = None
     if checkpoint_dir is not None:
         signature = dict(_signature(plan, opts, grad, pen, n), shuffle=shuffle)
-        sw = _resume(sw, model, checkpoint_dir, keys, signature)
-        save = lambda s, e: _save(s, e, model=model, directory=checkpoint_dir, keys=keys,
-                                  keep=plan.keep, signature=signature)
-    if mesh is not None:
-        shard = NamedSharding(mesh, P(AXIS))
-        sw = sw._replace(**{f: jax.device_put(getattr(sw, f), shard) for f in
-                            ("params", "opt_state", "state", "best_params", "best_state")})
-        pen = jax.device_put(pen, shard)
-        keys = jax.device_put(keys, shard if keys.ndim else NamedSharding(mesh, P()))
-        xs = jax.device_put((plan.x, plan.y, plan.xv, plan.yv), NamedSharding(mesh, P()))
-        plan = plan._replace(x=xs[0], y=xs[1], xv=xs[2], yv=xs[3])
-    static = dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,
-                  n_batches=plan.n_batches, unroll=plan.unroll, mesh=None)
-    sw = _loop(sw, plan, static, keys, pen, callback=callback, min_delta=min_delta,
-               save=save)
+        whole, runs = _resume(whole, runs, checkpoint_dir, keys, signature)
+        save = lambda sw, e: _save(sw, e, directory=checkpoint_dir, keys=keys,  # noqa: E731
+                                   keep=plan.keep, signature=signature)
+    p, o, st, bp, bs, active, has_best, times = whole
+    sw = _Sweep(_split(p, groups), _split(o, groups), _split(st, groups), _split(bp, groups),
+                _split(bs, groups), runs, active, has_best, times)
+    data = [jax.device_put((plan.x, plan.y, plan.xv, plan.yv), g.device) for g in groups]
+    ctx = _Context(
+        groups, data,
+        [jax.device_put(keys[g.lo:g.hi] if keys.ndim else keys, g.device) for g in groups],
+        [jax.device_put(tuple(None if v is None else v[g.lo:g.hi] for v in pen), g.device)
+         for g in groups],
+        dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,
+             n_batches=plan.n_batches, unroll=plan.unroll, mesh=None),
+        ThreadPoolExecutor(len(groups)) if len(groups) > 1 else None)
+    try:
+        sw = _loop(sw, ctx, plan, callback=callback, min_delta=min_delta, save=save)
+    finally:
+        if ctx.pool is not None:
+            ctx.pool.shutdown()
     return _finish(sw, plan.patience)
 
 
-def _loop(sw: _Sweep, plan, static, keys, pen, *, callback, min_delta, save) -> _Sweep:
-    """fit's loop for M models: one epoch in flight when epochs are short (a model that
-    stops meanwhile has its look-ahead result replaced by what it stopped with)."""
+def _loop(sw: _Sweep, ctx: _Context, plan, *, callback, min_delta, save) -> _Sweep:
+    """fit's loop for M models.  With one group, one epoch in flight when epochs are
+    short, as in fit (a model that stops meanwhile has its look-ahead result replaced by
+    what it stopped with); with several, each epoch runs the groups in their threads
+    and waits for all (the host's bookkeeping is small next to k busy cores)."""
     epoch, ahead, pending = len(sw.epoch_time), False, None
     t0 = time.perf_counter()
     while epoch < plan.epochs and sw.active.any():
-        args, out = pending if pending is not None else _launch(
-            plan, static, keys, pen, sw, sw.params, sw.opt_state, sw.state, epoch)
+        jobs = pending if pending is not None else _launch(
+            ctx, sw.active, (sw.params, sw.opt_state, sw.state), epoch)
         pending = None
-        if ahead and epoch + 1 < plan.epochs:
-            pending = _launch(plan, static, keys, pen, sw, out.params, out.opt_state,
-                              out.state, epoch + 1)
-        out, bad, cause, train_loss, val, rate, rerun = _read(args, out, static)
+        if ahead and ctx.pool is None and epoch + 1 < plan.epochs:
+            out = jobs[0][1]
+            pending = _launch(ctx, sw.active, ([out.params], [out.opt_state], [out.state]),
+                              epoch + 1)
+        outs, bad, cause, train_loss, val, rate, rerun = _read(ctx, jobs, sw)
         t1 = time.perf_counter()
         elapsed, t0 = t1 - t0, t1
         ahead = elapsed < _train._AHEAD_S
-        sw = sw._replace(params=out.params, opt_state=out.opt_state, state=out.state)
+        keep = lambda new, old: [o if n is None else n for n, o in zip(new, old)]  # noqa
+        sw = sw._replace(params=keep([o and o.params for o in outs], sw.params),
+                         opt_state=keep([o and o.opt_state for o in outs], sw.opt_state),
+                         state=keep([None if o is None else o.state for o in outs],
+                                    sw.state))
         sw.epoch_time.append(elapsed)
         improved, stopped = _book(sw, epoch, bad, cause, train_loss, val, rate, elapsed,
                                   validated=plan.xv is not None, min_delta=min_delta,
                                   patience=plan.patience)
         if improved.any():
-            mask = jnp.asarray(improved)
-            best_params, best_state = _select_jit(mask, (sw.params, sw.state),
-                                                  (sw.best_params, sw.best_state))
-            sw = sw._replace(best_params=best_params, best_state=best_state,
-                             has_best=sw.has_best | improved)
+            sw = _keep_best(sw, ctx.groups, improved)
         active = sw.active & ~stopped
         if callback is not None:
             logs = _logs(sw, epoch, train_loss, val, rate, elapsed)
@@ -476,17 +579,30 @@ def _loop(sw: _Sweep, plan, static, keys, pen, *, callback, min_delta, save) -> 
                     sw.runs[m].history["stopped_early"] = True
                 active = np.zeros_like(active)
         sw = sw._replace(active=active)
-        if rerun:  # the look-ahead ran from the fast path's results: stale
+        if rerun or not active.any():  # the look-ahead ran from the fast path's results
             pending = None
         elif pending is not None and stopped.any():  # it ran them on: undo it for them
-            p_args, p_out = pending
-            p_out = _select_jit(jnp.asarray(stopped), out, p_out)
-            pending = (p_args[:-1] + (jnp.asarray(active),), p_out)
+            (p_args, p_out), = pending
+            p_out = _select_jit(jnp.asarray(stopped), outs[0], p_out)
+            pending = [(p_args[:-1] + (jnp.asarray(active),), p_out)]
         epoch += 1
         if save is not None and (epoch % plan.checkpoint_every == 0 or epoch == plan.epochs
                                  or not active.any()):
             save(sw, epoch)
     return sw
+
+
+def _keep_best(sw: _Sweep, groups, improved) -> _Sweep:
+    """The improved models' params and state become their best (group by group)."""
+    best_params, best_state = list(sw.best_params), list(sw.best_state)
+    for g, grp in enumerate(groups):
+        mask = improved[grp.lo:grp.hi]
+        if mask.any():
+            best_params[g], best_state[g] = _select_jit(
+                jax.device_put(mask, grp.device), (sw.params[g], sw.state[g]),
+                (best_params[g], best_state[g]))
+    return sw._replace(best_params=best_params, best_state=best_state,
+                       has_best=sw.has_best | improved)
 
 
 def _logs(sw: _Sweep, epoch, train_loss, val, rate, elapsed) -> dict:
@@ -506,9 +622,10 @@ def _finish(sw: _Sweep, patience):
     diverged = [r.history.get("diverged") for r in runs]
     use_best = np.asarray([patience is not None and sw.has_best[m] and diverged[m] is None
                            for m in range(len(runs))])
-    params, state = sw.params, sw.state
+    params, state = _join(sw.params), _join(sw.state)
     if use_best.any():
-        params, state = _select_jit(jnp.asarray(use_best), (sw.best_params, sw.best_state),
+        params, state = _select_jit(jnp.asarray(use_best),
+                                    (_join(sw.best_params), _join(sw.best_state)),
                                     (params, state))
     n, e = len(runs), max(r.history["epochs_run"] for r in runs)
 
@@ -598,7 +715,7 @@ def _signature(plan, opts, grad, pen, n) -> dict:
     return sig
 
 
-def _save(sw: _Sweep, epoch, *, model, directory, keys, keep, signature):
+def _save(sw: _Sweep, epoch, *, directory, keys, keep, signature):
     from jaxmlp import checkpoint
     if jax.process_index() != 0:
         return
@@ -608,20 +725,22 @@ def _save(sw: _Sweep, epoch, *, model, directory, keys, keep, signature):
     extra = {"sweep": signature, "runs": runs, "active": sw.active.tolist(),
              "has_best": sw.has_best.tolist(), "epoch_time": list(sw.epoch_time)}
     path = checkpoint.checkpoint_path(directory, epoch)
-    checkpoint.save(path, params=sw.params, opt_state=sw.opt_state, state=sw.state,
-                    step=epoch, key=keys, extra=extra,
-                    aux={"params": sw.best_params, "state": sw.best_state})
+    checkpoint.save(path, params=_join(sw.params), opt_state=_join(sw.opt_state),
+                    state=_join(sw.state), step=epoch, key=keys, extra=extra,
+                    aux={"params": _join(sw.best_params), "state": _join(sw.best_state)})
     checkpoint.prune(directory, keep)
 
 
-def _resume(sw: _Sweep, model, directory, keys, signature) -> _Sweep:
-    """The newest valid checkpoint of `directory` as a _Sweep, or `sw` if none; another
-    sweep's (settings, data, keys or optimizer state) is refused."""
+def _resume(whole, runs, directory, keys, signature):
+    """The newest valid checkpoint of `directory` as (whole, runs), `whole` = (params,
+    opt_state, state, best_params, best_state, active, has_best, epoch_time) with the
+    model axis whole; the given (whole, runs) if there is none.  Another sweep's
+    (settings, data, keys or optimizer state) is refused."""
     from jaxmlp import checkpoint
     checkpoint.remove_stale_temp_files(directory)
     path = checkpoint.latest(directory)
     if path is None:
-        return sw
+        return whole, runs
     ckpt = checkpoint.load(path)
     saved = (ckpt.extra or {}).get("sweep") or {}
     if saved != signature:
@@ -637,7 +756,7 @@ def _resume(sw: _Sweep, model, directory, keys, signature) -> _Sweep:
             f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a run started with other "
             f"keys; pass the same key to resume, or use another folder")
     if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(
-            sw.opt_state):
+            whole[1]):
         raise ValueError(
             f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
     runs = []
@@ -647,6 +766,6 @@ def _resume(sw: _Sweep, model, directory, keys, signature) -> _Sweep:
                                 math.inf if r["best_val"] is None else r["best_val"],
                                 None, None, r["since_best"]))
     aux = ckpt.aux or {}
-    return _Sweep(ckpt.params, ckpt.opt_state, ckpt.state, aux.get("params"),
-                  aux.get("state"), runs, np.asarray(ckpt.extra["active"], bool),
-                  np.asarray(ckpt.extra["has_best"], bool), list(ckpt.extra["epoch_time"]))
+    return (ckpt.params, ckpt.opt_state, ckpt.state, aux.get("params"), aux.get("state"),
+            np.asarray(ckpt.extra["active"], bool), np.asarray(ckpt.extra["has_best"], bool),
+            list(ckpt.extra["epoch_time"])), runs

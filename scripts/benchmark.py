@@ -50,11 +50,10 @@ cancel within a pair:
 (g) sweep, with `--sweep` or `--only-sweep`: aggregate samples/s (M × each model's) of
     `jm.sweep` over M identical-architecture models against M sequential `fit` calls
     (aggregate: one fit's samples/s), for W1 at M = 1, 8, 32, 128, W3 at M = 8 and W2
-    at M = 4 (W1 at 1 and 8 with --quick); variants: the model axis on one device, split
-    over every device, and split with `shuffle="shared"`; interleaved repeats, medians,
+    at M = 4 (W1 at 1 and 8 with --quick); variants: one program for all models, split
+    over every core (the default), and so with `shuffle="shared"`; interleaved repeats, medians,
     paired ratios with quartiles; GFLOP/s (6 per weight per sample) as a fraction of
-    the machine peak; compile time (first call minus a warm epoch).  Give the process
-    one CPU device per core with `--host-devices N`.
+    the machine peak; compile time (first call minus a warm epoch).
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
@@ -71,7 +70,7 @@ Usage:
     python scripts/benchmark.py --no-csv --baseline 3438e7d              # + (f), vs the working tree
     python scripts/benchmark.py --no-csv --baseline 3438e7d --after HEAD  # + (f), vs a commit
     python scripts/benchmark.py --baseline 3438e7d --after HEAD --only-before-after
-    python scripts/benchmark.py --only-sweep --host-devices 2                # (g) alone
+    python scripts/benchmark.py --only-sweep                                 # (g) alone
 
 `main(argv)` returns the results dict (what `--json` writes).  Timing is device-agnostic:
 every measurement ends with `jax.block_until_ready` on everything it produced.
@@ -1359,9 +1358,9 @@ class SweepBench:
     """(g): aggregate samples/s (M × each model's) of `jm.sweep` over M models against
     M sequential `fit` calls (whose aggregate is one fit's samples/s: they run one
     after another), side by side: interleaved repeats, the median of each run's
-    epoch times, paired ratios.  Variants: the model axis on one device, split over
-    every device (`devices=None`, the default), and split with `shuffle="shared"`.
-    Compile time: a variant's first call (1 epoch) minus a warm epoch."""
+    epoch times, paired ratios.  Variants: one program for every model (`workers=1`),
+    split over every core in worker threads (`workers=None`, the default), and so with
+    `shuffle="shared"`.  Compile time: a variant's first call (1 epoch) minus a warm epoch."""
 
     def __init__(self, su: Setup, n_models, mode):
         self.su, self.M, self.mode = su, n_models, mode
@@ -1369,12 +1368,9 @@ class SweepBench:
         p0 = su.fresh()[0]
         self.p0 = p0
         self.stacked = jm.sweeps.stack([p0] * n_models)
-        multi = len(jax.devices()) > 1
-        self.variants = {"fit": None, "sweep_1dev": dict(devices=1)}
-        if multi:
-            self.variants["sweep_all"] = dict(devices=None)
-        self.variants["sweep_shared" if multi else "sweep_shared_1dev"] = dict(
-            devices=None if multi else 1, shuffle="shared")
+        self.variants = {"fit": None, "sweep_1worker": dict(workers=1),
+                         "sweep": dict(workers=None),
+                         "sweep_shared": dict(workers=None, shuffle="shared")}
 
     def run(self, name, epochs):
         su = self.su
@@ -1402,7 +1398,7 @@ class SweepBench:
                                    for k in self.variants}, mode["repeats"])
         samples = su.n_batches * su.B
         flops_per_sample = 6 * n_weights(su.spec["sizes"])
-        out = {"models": M, "devices": len(jax.devices()), "compile_s": compile_s,
+        out = {"models": M, "workers": jm.sweeps.workers(M), "compile_s": compile_s,
                "epochs_per_sample": epochs, "variants": {}}
         for k, ts in per_repeat.items():
             n = 1 if k == "fit" else M
@@ -1422,7 +1418,8 @@ class SweepBench:
 
 def bench_sweep(mode, quick, log, machine_gflops):
     """Section (g) over SWEEP_PLAN (SWEEP_PLAN_QUICK with --quick)."""
-    out = {"devices": len(jax.devices()), "machine_peak_gflops": machine_gflops, "runs": []}
+    out = {"devices": len(jax.devices()), "cores": jm.sweeps._usable_cores(),
+           "machine_peak_gflops": machine_gflops, "runs": []}
     for wid, ms in (SWEEP_PLAN_QUICK if quick else SWEEP_PLAN):
         su = Setup(wid, quick)
         sub = dict(mode)
@@ -1439,7 +1436,8 @@ def bench_sweep(mode, quick, log, machine_gflops):
 
 def format_sweep(sw) -> list:
     lines = [f"(g) sweep: aggregate samples/s of M models vs M sequential fits, "
-             f"{sw['devices']} device(s); speedup = sweep aggregate / fit (q1-q3), "
+             f"{sw['cores']} cores, {sw['devices']} device(s); speedup = sweep aggregate / "
+             f"fit (q1-q3), "
              f"GFLOP/s as a fraction of the machine peak ({sw['machine_peak_gflops']:.1f})",
              f"{'wl':<4}{'M':>5} {'variant':<18}{'epoch ms':>10}{'agg samples/s':>15}"
              f"{'speedup':>9} {'(q1-q3)':<14}{'GFLOP/s':>9}{'/peak':>7}{'compile s':>10}"]
@@ -1485,8 +1483,7 @@ def parse_args(argv):
                    help="with --baseline: the 'after' side is jaxmlp at git revision REV "
                         "(default: this checkout's working tree, as it is when (f) starts)")
     p.add_argument("--sweep", action="store_true",
-                   help="also run (g): jm.sweep of M models against M sequential fits "
-                        "(give the process several CPU devices: --host-devices N)")
+                   help="also run (g): jm.sweep of M models against M sequential fits")
     p.add_argument("--only-sweep", action="store_true",
                    help="run section (g) alone (and the machine peak it is read against)")
     p.add_argument("--only-before-after", action="store_true",

@@ -205,7 +205,6 @@ def test_train_sweep_model_equals_the_single_model_run(sweep_run, tmp_path, caps
 def test_train_single_values_do_not_sweep(tmp_path, capsys, monkeypatch):
     from jaxmlp import sweeps
     monkeypatch.setattr(sweeps, "sweep", lambda *a, **k: pytest.fail("a sweep started"))
-    monkeypatch.setattr(cli, "_use_every_cpu", lambda: pytest.fail("devices changed"))
     argv = SWEEP + ["--seeds", "1", "--lr", "1e-2", "--l2", "1e-3", "--epochs", "1"]
     assert cli.main(argv + ["--out", str(tmp_path)]) == 0
     assert "\nsweep " not in capsys.readouterr().out
@@ -231,30 +230,8 @@ def test_train_bad_sweep_lists_are_argparse_errors(argv, message, capsys):
 def test_train_sweep_too_big_exits_2_before_training(tmp_path, capsys, monkeypatch):
     from jaxmlp import sweeps
     monkeypatch.setattr(sweeps, "sweep", lambda *a, **k: pytest.fail("training started"))
-    calls = []
-    monkeypatch.setattr(cli, "_use_every_cpu", lambda: calls.append(1))
     argv = ["train", "--seeds", "64", "--lr", "1,2,3,4", "--l2", "0,1,2,3,4", "--out",
             str(tmp_path)]
     assert cli.main(argv) == 2
     assert ("jaxmlp train: error: a sweep trains at most 1024 models (--seeds × --lr values "
             "× --l2 values), got 64 × 4 × 5 = 1280" in capsys.readouterr().err)
-    assert calls == [1]  # a sweep asks for every core first
-
-
-def test_use_every_cpu_before_the_backend_starts():
-    env = {k: v for k, v in os.environ.items() if k != "JAX_NUM_CPU_DEVICES"}
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "xla_force_host_platform_device_count" not in f)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    code = ("import jax, jaxmlp.cli as c; c._use_every_cpu(); "
-            "print(len(jax.devices('cpu')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [str(cores)]
-
-
-def test_use_every_cpu_keeps_a_chosen_device_count():
-    import jax
-    before = jax.config.jax_num_cpu_devices  # 4, set by conftest.py
-    cli._use_every_cpu()
-    assert jax.config.jax_num_cpu_devices == before and jax.device_count("cpu") == before

@@ -19,6 +19,9 @@ def data(n=96, seed=0):
 X, Y = data()
 XV, YV = data(40, seed=1)
 MODEL = jm.MLP((3, 16, 16, 1), activation="tanh")
+# the default (a group per usable core), one program, two groups, four groups of one model
+# each on the suite's four CPU devices
+WORKERS, WORKER_IDS = [None, 1, 2, 4], ["all-cores", "one-group", "two-groups", "four-groups"]
 
 
 def slice_params(params, m):
@@ -45,8 +48,8 @@ def assert_member_is_fit(model, params, opts, kw, fit_kw, m, P, H, keys):
     return fit_h
 
 
-@pytest.mark.parametrize("devices", [None, 1], ids=["all-devices", "one-device"])
-def test_each_model_equals_its_fit_incl_early_stop_and_divergence(devices):
+@pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
+def test_each_model_equals_its_fit_incl_early_stop_and_divergence(workers):
     # sgd: rate 1e100 diverges at once, 0.3 stops early, 1e-4 runs on; l2 per model
     rates, l2 = [1e-4, 0.3, 1e100, 0.1], [0.0, 1e-3, 0.0, 1e-2]
     keys = jax.random.split(jax.random.key(5), 4)
@@ -54,7 +57,7 @@ def test_each_model_equals_its_fit_incl_early_stop_and_divergence(devices):
                               dtype=jnp.float64)
     opts = [optim.sgd(r, momentum=0.9) for r in rates]
     kw = dict(epochs=25, batch_size=16, validation=(XV, YV), patience=2)
-    P, H = jm.sweep(MODEL, params, opts, X, Y, key=keys, l2=l2, devices=devices, **kw)
+    P, H = jm.sweep(MODEL, params, opts, X, Y, key=keys, l2=l2, workers=workers, **kw)
     assert P[0]["W"].shape == (4, 16, 3)
     assert H["train_loss"].shape == (4, max(H["epochs_run"]))
     seen = set()
@@ -106,15 +109,15 @@ def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
     assert len(set(H["learning_rate"][:, -1])) == 3  # each model's own schedule
 
 
-@pytest.mark.parametrize("devices", [None, 1], ids=["all-devices", "one-device"])
-def test_shared_shuffle_each_model_equals_fit_with_the_key_itself(devices):
+@pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
+def test_shared_shuffle_each_model_equals_fit_with_the_key_itself(workers):
     model = jm.MLP((3, 8, 8, 1), activation="relu", dropout=0.1)
     params = sweeps.init_many(jax.random.split(jax.random.key(2), 4), model,
                               dtype=jnp.float64)
     opts = [optim.adam(r) for r in (1e-3, 3e-3, 1e-2, 3e-2)]
     key = jax.random.key(9)
     kw = dict(epochs=4, batch_size=16, validation=(XV, YV))
-    P, H = jm.sweep(model, params, opts, X, Y, key=key, shuffle="shared", devices=devices,
+    P, H = jm.sweep(model, params, opts, X, Y, key=key, shuffle="shared", workers=workers,
                     **kw)
     for m in range(4):
         fp, fh = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=key, **kw)
@@ -215,7 +218,7 @@ def test_best_model_stack_unstack_init_many():
      r"sweep: key must be one key or one key per model \(3"),
     (dict(batch_size=0), ValueError, "sweep: batch_size"),
     (dict(epochs=0), ValueError, "sweep: epochs"),
-    (dict(devices=0), ValueError, "sweep: devices"),
+    (dict(workers=0), ValueError, "sweep: workers"),
 ])
 def test_bad_input_names_the_argument_and_model(kwargs, error, match):
     params = sweeps.init_many(jax.random.split(jax.random.key(0), 3), MODEL,
@@ -242,3 +245,14 @@ def test_bad_params():
         jm.sweep(MODEL, params, optim.adam(1e-3), X, Y, **kw)
     with pytest.raises(ValueError, match=r"member: m must be a model index in \[0, 3\)"):
         sweeps.member(params, {"models": 3}, 3)
+
+
+def test_workers_divide_the_models_and_groups_go_round_the_devices():
+    assert sweeps.workers(6, 4) == 3 and sweeps.workers(7, 4) == 1
+    assert sweeps.workers(1) == 1 and sweeps.workers(8, 8) == 8 and sweeps.workers(8, 3) == 2
+    assert 8 % sweeps.workers(8) == 0
+    groups = sweeps._groups(8, 4)
+    assert [(g.lo, g.hi) for g in groups] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert [g.device for g in groups] == jax.devices()[:4]
+    with pytest.raises(ValueError, match="sweep: workers must be"):
+        sweeps.workers(4, 0)
