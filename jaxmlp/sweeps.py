@@ -736,29 +736,10 @@ def _resume(whole, runs, directory, keys, signature):
     opt_state, state, best_params, best_state, active, has_best, epoch_time) with the
     model axis whole; the given (whole, runs) if there is none.  Another sweep's
     (settings, data, keys or optimizer state) is refused."""
-    from jaxmlp import checkpoint
-    checkpoint.remove_stale_temp_files(directory)
-    path = checkpoint.latest(directory)
-    if path is None:
+    ckpt = _train._latest_matching(directory, signature, keys, whole[1], where=_WHERE,
+                                   noun="key" if keys.ndim == 0 else "set of keys")
+    if ckpt is None:
         return whole, runs
-    ckpt = checkpoint.load(path)
-    saved = (ckpt.extra or {}).get("sweep") or {}
-    if saved != signature:
-        raise ValueError(
-            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a run with other settings "
-            f"than this call, so resuming it would silently change the run: "
-            + "; ".join(_train._differences(saved, signature))
-            + f". Pass the same settings and data to resume, or start afresh with another "
-              f"checkpoint_dir (or delete {str(directory)!r})")
-    if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
-                                              jax.random.key_data(keys)):
-        raise ValueError(
-            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a run started with other "
-            f"keys; pass the same key to resume, or use another folder")
-    if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(
-            whole[1]):
-        raise ValueError(
-            f"{_WHERE}: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
     runs = []
     for r in ckpt.extra["runs"]:
         history = dict(r["history"], state=None)

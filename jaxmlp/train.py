@@ -864,30 +864,42 @@ def _optimizer_text(desc) -> str:
     return repr(desc)
 
 
-def _resume(run: _Run, model, directory, key, signature) -> _Run:
-    """The newest valid checkpoint in `directory` as a _Run, or `run` if there is none."""
+def _latest_matching(directory, signature, key, opt_state, *, model=None, where="fit",
+                     noun="key"):
+    """The newest valid checkpoint in `directory` (after removing a killed save's temp
+    files), or None when there is none.  ValueError when it belongs to another run:
+    another fingerprint (`signature`, stored under extra[where]; the message names each
+    difference), another `key`, or an optimizer state of another structure."""
     from jaxmlp import checkpoint
     checkpoint.remove_stale_temp_files(directory)  # left by a save that was killed
     path = checkpoint.latest(directory)
     if path is None:
-        return run
+        return None
     ckpt = checkpoint.load(path, model=model)
-    saved_sig = (ckpt.extra or {}).get("fit") or {}
+    saved_sig = (ckpt.extra or {}).get(where) or {}
     if saved_sig != signature:
         diffs = _differences(saved_sig, signature)
         raise ValueError(
-            f"fit: checkpoint_dir {str(directory)!r} holds a run with other settings than this "
-            f"call, so resuming it would silently change the run: " + "; ".join(diffs)
+            f"{where}: checkpoint_dir {str(directory)!r} holds a run with other settings than "
+            f"this call, so resuming it would silently change the run: " + "; ".join(diffs)
             + f". Pass the same settings and data to resume, or start afresh with another "
               f"checkpoint_dir (or delete {str(directory)!r})")
     if ckpt.key is None or not np.array_equal(jax.random.key_data(ckpt.key),
                                               jax.random.key_data(key)):
         raise ValueError(
-            f"fit: checkpoint_dir {str(directory)!r} holds a run started with another key; "
-            f"pass the same key to resume, or use another folder")
-    if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(run.opt_state):
+            f"{where}: checkpoint_dir {str(directory)!r} holds a run started with another "
+            f"{noun}; pass the same {noun} to resume, or use another folder")
+    if jax.tree_util.tree_structure(ckpt.opt_state) != jax.tree_util.tree_structure(opt_state):
         raise ValueError(
-            f"fit: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
+            f"{where}: checkpoint_dir {str(directory)!r} holds a different optimizer's state")
+    return ckpt
+
+
+def _resume(run: _Run, model, directory, key, signature) -> _Run:
+    """The newest valid checkpoint in `directory` as a _Run, or `run` if there is none."""
+    ckpt = _latest_matching(directory, signature, key, run.opt_state, model=model)
+    if ckpt is None:
+        return run
     history = dict(ckpt.extra["history"], state=ckpt.state)
     best_val = ckpt.extra["best_val"]
     aux = ckpt.aux or {}

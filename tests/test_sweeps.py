@@ -188,6 +188,10 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
     other = [optim.sgd(r, momentum=0.9) for r in (1e-4, 0.3, 1e100, 0.2)]
     with pytest.raises(ValueError, match="optimizer"):
         jm.sweep(MODEL, params, other, X, Y, checkpoint_dir=folder, **kw)
+    with pytest.raises(ValueError, match="sweep: checkpoint_dir .* started with another set "
+                                         "of keys"):
+        jm.sweep(MODEL, params, opts, X, Y, checkpoint_dir=folder,
+                 **dict(kw, key=jax.random.key(4)))
 
 
 def test_best_model_stack_unstack_init_many():
