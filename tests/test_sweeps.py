@@ -91,14 +91,14 @@ def _linear_sgd(peak):
 ], ids=["dropout-adamw-warmup-cosine", "batchnorm-dropout-sgd-linear"])
 def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
     model = jm.MLP((3, 8, 8, 1), activation="relu", norm=norm, dropout=dropout)
-    params = sweeps.init_many(jax.random.split(jax.random.key(2), 3), model,
+    params = sweeps.init_many(jax.random.split(jax.random.key(2), 4), model,
                               dtype=jnp.float64)
-    opts = [make(peak) for peak in (1e-3, 3e-3, 1e-2)]
+    opts = [make(peak) for peak in (1e-3, 3e-3, 1e-2, 2e-2)]
     key = jax.random.key(11)
     kw = dict(epochs=6, batch_size=32, validation=(XV, YV))
-    P, H = jm.sweep(model, params, opts, X, Y, key=key, **kw)
-    keys = jax.random.split(key, 3)
-    for m in range(3):
+    P, H = jm.sweep(model, params, opts, X, Y, key=key, workers=2, **kw)  # 2 groups of 2
+    keys = jax.random.split(key, 4)
+    for m in range(4):
         fp, fh = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=keys[m], **kw)
         pm, hm = sweeps.member(P, H, m)
         # those zero-gradient biases hold rounding noise, ~1e-17: absolute tolerance
@@ -106,7 +106,7 @@ def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
         assert_close(hm["state"], fh["state"], atol=1e-13)
         np.testing.assert_allclose(hm["val_loss"], fh["val_loss"], rtol=1e-12)
         np.testing.assert_allclose(hm["learning_rate"], fh["learning_rate"], rtol=1e-12)
-    assert len(set(H["learning_rate"][:, -1])) == 3  # each model's own schedule
+    assert len(set(H["learning_rate"][:, -1])) == 4  # each model's own schedule
 
 
 @pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
@@ -192,6 +192,27 @@ def test_interrupted_sweep_resumes_bitwise(tmp_path):
                                          "of keys"):
         jm.sweep(MODEL, params, opts, X, Y, checkpoint_dir=folder,
                  **dict(kw, key=jax.random.key(4)))
+
+
+def test_callback_sees_every_model_and_can_stop_them_all():
+    params = sweeps.init_many(jax.random.split(jax.random.key(0), 4), MODEL,
+                              dtype=jnp.float64)
+    opts = [optim.sgd(r) for r in (1e-2, 1e100, 3e-2, 1e-1)]  # model 1 diverges at once
+    seen = []
+
+    def callback(epoch, logs):
+        seen.append((epoch, logs))
+        return epoch == 2
+
+    P, H = jm.sweep(MODEL, params, opts, X, Y, epochs=10, batch_size=16,
+                    key=jax.random.key(1), callback=callback, workers=2)
+    assert [e for e, _ in seen] == [0, 1, 2]
+    logs = seen[1][1]
+    assert logs["train_loss"].shape == (4,) and logs["active"].tolist() == [1, 0, 1, 1]
+    assert np.isnan(logs["train_loss"][1]) and np.isfinite(logs["train_loss"][[0, 2, 3]]).all()
+    np.testing.assert_allclose(logs["learning_rate"][[0, 2, 3]], [1e-2, 3e-2, 1e-1])
+    assert H["epochs_run"].tolist() == [3, 0, 3, 3] and H["stopped_early"].all()
+    assert H["diverged"][1] is not None and H["diverged"][0] is None
 
 
 def test_best_model_stack_unstack_init_many():
