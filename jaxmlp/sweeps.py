@@ -347,27 +347,61 @@ def _run_blocking(args, static, guarded=False):
     return jax.block_until_ready(_run_sweep_epoch(*args, **static, guarded=guarded))
 
 
-def _launch(ctx: _Context, active, trees, epoch) -> list:
+def _group_args(ctx: _Context, g, trees, epoch, act):
+    """Group g's arguments of `_run_sweep_epoch`; `trees` its (params, opt_state, state)."""
+    return (*trees, *ctx.data[g], ctx.keys[g], np.int32(epoch), ctx.pen[g],
+            jax.device_put(act, ctx.groups[g].device))
+
+
+def _group_job(ctx: _Context, g, source, epoch, act):
+    """A worker thread's job: group g's epoch from `source`, its (params, opt_state,
+    state) or the previous epoch's job (a Future, waited for here: the look-ahead).
+    Out: (args, out)."""
+    if hasattr(source, "result"):
+        out = source.result()[1]
+        source = (out.params, out.opt_state, out.state)
+    args = _group_args(ctx, g, source, epoch, act)
+    return args, _run_blocking(args, ctx.static)
+
+
+def _launch(ctx: _Context, active, trees, epoch, after=None) -> list:
     """Starts epoch `epoch` for every group with an active model, from `trees` =
-    (params, opt_state, state), lists over the groups.  Out: per group (args, handle),
-    handle an `_EpochOut` (one group) or a Future of one; None for a group whose models
-    have all stopped (it is not run)."""
+    (params, opt_state, state), lists over the groups, or, for the look-ahead, from the
+    results of `after`, the previous epoch's jobs.  Out: per group a job: (args, out)
+    with one group (dispatched asynchronously, as fit does) or a Future of it (a worker
+    thread's); None for a group whose models have all stopped (it is not run)."""
     jobs = []
     for g, grp in enumerate(ctx.groups):
         act = active[grp.lo:grp.hi]
         if not act.any():
             jobs.append(None)
             continue
-        args = (trees[0][g], trees[1][g], trees[2][g], *ctx.data[g], ctx.keys[g],
-                np.int32(epoch), ctx.pen[g], jax.device_put(act, grp.device))
-        handle = (_run_sweep_epoch(*args, **ctx.static) if ctx.pool is None
-                  else ctx.pool.submit(_run_blocking, args, ctx.static))
-        jobs.append((args, handle))
+        if after is None:
+            source = tuple(t[g] for t in trees)
+        elif hasattr(after[g], "result"):  # a worker thread's job, maybe not done
+            source = after[g]
+        else:  # a job done (or dispatched asynchronously): its outputs
+            out = after[g][1]
+            source = (out.params, out.opt_state, out.state)
+        if ctx.pool is not None:
+            jobs.append(ctx.pool.submit(_group_job, ctx, g, source, epoch, act))
+            continue
+        args = _group_args(ctx, g, source, epoch, act)
+        jobs.append((args, _run_sweep_epoch(*args, **ctx.static)))
     return jobs
 
 
-def _result(handle):
-    return handle.result() if hasattr(handle, "result") else handle
+def _result(job):
+    """A job's (args, out), waiting for a worker thread's."""
+    return job.result() if hasattr(job, "result") else job
+
+
+def _drop(jobs) -> None:
+    """Lets look-ahead jobs that will not be used finish (so they do not compete with
+    their replacements for the cores)."""
+    for job in jobs or ():
+        if job is not None:
+            _result(job)
 
 
 def _read(ctx: _Context, jobs, sw: _Sweep):
@@ -376,7 +410,8 @@ def _read(ctx: _Context, jobs, sw: _Sweep):
     guarded re-run's results (their groups re-run, only then).  Out: (outs, bad, cause,
     train_loss, val, rate, rerun): outs per group (None for a group not run), host
     arrays of shape (M,) (−1 and NaN for models not run), rerun True after a re-run."""
-    outs = [None if job is None else _result(job[1]) for job in jobs]
+    jobs = [None if job is None else _result(job) for job in jobs]
+    outs = [None if job is None else job[1] for job in jobs]
     n = len(sw.runs)
     bad, cause = np.full(n, -1, np.int32), np.zeros(n, np.int32)
     train_loss, val, rate = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
@@ -532,7 +567,8 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
          for g in groups],
         dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,
              n_batches=plan.n_batches, unroll=plan.unroll, mesh=None),
-        ThreadPoolExecutor(len(groups)) if len(groups) > 1 else None)
+        # 2k threads: k run epoch e while k wait on them with epoch e + 1 (the look-ahead)
+        ThreadPoolExecutor(2 * len(groups)) if len(groups) > 1 else None)
     try:
         sw = _loop(sw, ctx, plan, callback=callback, min_delta=min_delta, save=save)
     finally:
@@ -542,20 +578,18 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
 
 
 def _loop(sw: _Sweep, ctx: _Context, plan, *, callback, min_delta, save) -> _Sweep:
-    """fit's loop for M models.  With one group, one epoch in flight when epochs are
-    short, as in fit (a model that stops meanwhile has its look-ahead result replaced by
-    what it stopped with); with several, each epoch runs the groups in their threads
-    and waits for all (the host's bookkeeping is small next to k busy cores)."""
+    """fit's loop for M models, with fit's look-ahead: when epochs are short, epoch
+    e + 1 starts (dispatched, or queued in the worker threads behind epoch e) before
+    epoch e is read, so the cores do not wait for the host's bookkeeping; a model that
+    stops meanwhile has its look-ahead result replaced by what it stopped with."""
     epoch, ahead, pending = len(sw.epoch_time), False, None
     t0 = time.perf_counter()
     while epoch < plan.epochs and sw.active.any():
         jobs = pending if pending is not None else _launch(
             ctx, sw.active, (sw.params, sw.opt_state, sw.state), epoch)
         pending = None
-        if ahead and ctx.pool is None and epoch + 1 < plan.epochs:
-            out = jobs[0][1]
-            pending = _launch(ctx, sw.active, ([out.params], [out.opt_state], [out.state]),
-                              epoch + 1)
+        if ahead and epoch + 1 < plan.epochs:
+            pending = _launch(ctx, sw.active, None, epoch + 1, after=jobs)
         outs, bad, cause, train_loss, val, rate, rerun = _read(ctx, jobs, sw)
         t1 = time.perf_counter()
         elapsed, t0 = t1 - t0, t1
@@ -580,16 +614,31 @@ def _loop(sw: _Sweep, ctx: _Context, plan, *, callback, min_delta, save) -> _Swe
                 active = np.zeros_like(active)
         sw = sw._replace(active=active)
         if rerun or not active.any():  # the look-ahead ran from the fast path's results
+            _drop(pending)
             pending = None
         elif pending is not None and stopped.any():  # it ran them on: undo it for them
-            (p_args, p_out), = pending
-            p_out = _select_jit(jnp.asarray(stopped), outs[0], p_out)
-            pending = [(p_args[:-1] + (jnp.asarray(active),), p_out)]
+            pending = _unrun(ctx, pending, outs, stopped, active)
         epoch += 1
         if save is not None and (epoch % plan.checkpoint_every == 0 or epoch == plan.epochs
                                  or not active.any()):
             save(sw, epoch)
     return sw
+
+
+def _unrun(ctx: _Context, pending, outs, stopped, active) -> list:
+    """The look-ahead jobs with the models that stopped at this epoch put back to what
+    they stopped with (their look-ahead epoch is discarded); waits for those groups'."""
+    fixed = []
+    for g, (grp, job) in enumerate(zip(ctx.groups, pending)):
+        mask = stopped[grp.lo:grp.hi]
+        if job is None or not mask.any():
+            fixed.append(job)
+            continue
+        args, out = _result(job)
+        out = _select_jit(jax.device_put(mask, grp.device), outs[g], out)
+        fixed.append((args[:-1] + (jax.device_put(active[grp.lo:grp.hi], grp.device),),
+                      out))
+    return fixed
 
 
 def _keep_best(sw: _Sweep, groups, improved) -> _Sweep:
