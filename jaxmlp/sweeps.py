@@ -37,6 +37,7 @@ computation is the same.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -339,12 +340,30 @@ class _Context(NamedTuple):
     pen: list           # per group: (l1, l2) slices or None
     static: dict
     pool: Any
+    config: tuple       # the caller's JAX settings, for the worker threads (see _configured)
 
 
 def _run_blocking(args, static, guarded=False):
     """One group's epoch, waited for (the worker thread's job: XLA runs it on this
     thread, so k threads keep k cores busy)."""
     return jax.block_until_ready(_run_sweep_epoch(*args, **static, guarded=guarded))
+
+
+def _settings() -> tuple:
+    """The calling thread's JAX settings that a context manager may have changed for it
+    alone (`with jax.enable_x64(True):` and the like do not reach other threads)."""
+    c = jax.config
+    return (c.jax_enable_x64, c.jax_default_matmul_precision, c.jax_numpy_rank_promotion,
+            c.jax_numpy_dtype_promotion)
+
+
+@contextlib.contextmanager
+def _configured(config):
+    """A worker thread with the caller's settings (`_settings`)."""
+    x64, precision, rank, dtype = config
+    with jax.enable_x64(x64), jax.default_matmul_precision(precision), \
+            jax.numpy_rank_promotion(rank), jax.numpy_dtype_promotion(dtype):
+        yield
 
 
 def _group_args(ctx: _Context, g, trees, epoch, act):
@@ -360,8 +379,9 @@ def _group_job(ctx: _Context, g, source, epoch, act):
     if hasattr(source, "result"):
         out = source.result()[1]
         source = (out.params, out.opt_state, out.state)
-    args = _group_args(ctx, g, source, epoch, act)
-    return args, _run_blocking(args, ctx.static)
+    with _configured(ctx.config):
+        args = _group_args(ctx, g, source, epoch, act)
+        return args, _run_blocking(args, ctx.static)
 
 
 def _launch(ctx: _Context, active, trees, epoch, after=None) -> list:
@@ -435,7 +455,8 @@ def _read(ctx: _Context, jobs, sw: _Sweep):
              and (bad[ctx.groups[g].lo:ctx.groups[g].hi] == -2).any()]
     if again:
         def guarded(g):
-            return _run_blocking(jobs[g][0], ctx.static, guarded=True)
+            with _configured(ctx.config):
+                return _run_blocking(jobs[g][0], ctx.static, guarded=True)
         redo = list(ctx.pool.map(guarded, again)) if ctx.pool else [guarded(g) for g in again]
         for g, out in zip(again, redo):
             grp = ctx.groups[g]
@@ -568,7 +589,7 @@ def sweep(model: MLP, params, optimizer, x, y, *, epochs: int, batch_size: Optio
         dict(model=model, optimizer=opts[0], grad=grad, batch_size=plan.batch_size,
              n_batches=plan.n_batches, unroll=plan.unroll, mesh=None),
         # 2k threads: k run epoch e while k wait on them with epoch e + 1 (the look-ahead)
-        ThreadPoolExecutor(2 * len(groups)) if len(groups) > 1 else None)
+        ThreadPoolExecutor(2 * len(groups)) if len(groups) > 1 else None, _settings())
     try:
         sw = _loop(sw, ctx, plan, callback=callback, min_delta=min_delta, save=save)
     finally:

@@ -281,3 +281,23 @@ def test_workers_divide_the_models_and_groups_go_round_the_devices():
     assert [g.device for g in groups] == jax.devices()[:4]
     with pytest.raises(ValueError, match="sweep: workers must be"):
         sweeps.workers(4, 0)
+
+
+def test_worker_threads_keep_the_callers_jax_settings():
+    # a setting made with a context manager holds for the calling thread only: with 64-bit
+    # off globally and `with jax.enable_x64(True)` around the sweep, the groups' threads
+    # must still train in float64 (else they would silently drop to float32)
+    model = jm.MLP((3, 8, 1), activation="tanh")
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with jax.enable_x64(True):
+            params = sweeps.init_many(jax.random.split(jax.random.key(0), 2), model,
+                                      dtype=jnp.float64)
+            kw = dict(epochs=2, batch_size=16, key=jax.random.key(1))
+            P2, H2 = jm.sweep(model, params, optim.adam(1e-2), X, Y, workers=2, **kw)
+            P1, H1 = jm.sweep(model, params, optim.adam(1e-2), X, Y, workers=1, **kw)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert P2[0]["W"].dtype == np.float64
+    assert_close(P2, P1)
+    np.testing.assert_allclose(H2["train_loss"], H1["train_loss"], rtol=1e-12)
