@@ -31,7 +31,9 @@ divisor of M that is at most ``workers``; default: the usable CPU cores on a CPU
 devices on an accelerator), and each group's epoch runs in its own thread (XLA runs a CPU
 program on the thread that calls it, so k threads keep k cores busy, with the one device
 JAX starts with and no flags).  When JAX has several devices, group i goes to device
-i mod their number.  With one group the epoch is dispatched asynchronously, as in `fit`.
+i mod their number.  As in `fit`, one epoch is in flight while the host reads the last
+(the worker threads queue epoch e + 1 behind epoch e).  The threads run with the caller's
+JAX settings (`jax.enable_x64` and the like, which hold for one thread only).
 ``workers=1`` gives one program for all models.  Results do not depend on k: each model's
 computation is the same.
 """
