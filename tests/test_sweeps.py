@@ -56,7 +56,7 @@ def test_each_model_equals_its_fit_incl_early_stop_and_divergence(workers):
     params = sweeps.init_many(jax.random.split(jax.random.key(0), 4), MODEL,
                               dtype=jnp.float64)
     opts = [optim.sgd(r, momentum=0.9) for r in rates]
-    kw = dict(epochs=25, batch_size=16, validation=(XV, YV), patience=2)
+    kw = dict(epochs=15, batch_size=16, validation=(XV, YV), patience=2)
     P, H = jm.sweep(MODEL, params, opts, X, Y, key=keys, l2=l2, workers=workers, **kw)
     assert P[0]["W"].shape == (4, 16, 3)
     assert H["train_loss"].shape == (4, max(H["epochs_run"]))
