@@ -26,9 +26,9 @@ bookkeeping (the same recording, early stopping and divergence pieces).  Per mod
   non-finite value (only for the models that saw one), and checkpoint/resume (of the
   whole sweep, bitwise equal to an uninterrupted one) are fit's too.
 
-Cores and devices: the model axis is cut into k groups of M/k models (k the largest
-divisor of M that is at most ``workers``; default: the usable CPU cores on a CPU, the
-devices on an accelerator), and each group's epoch runs in its own thread (XLA runs a CPU
+Cores and devices: the model axis is cut into k = min(M, ``workers``) groups of ⌈M/k⌉ or
+⌊M/k⌋ models (``workers`` defaulting to the usable CPU cores on a CPU, the devices on an
+accelerator), and each group's epoch runs in its own thread (XLA runs a CPU
 program on the thread that calls it, so k threads keep k cores busy, with the one device
 JAX starts with and no flags).  When JAX has several devices, group i goes to device
 i mod their number.  As in `fit`, one epoch is in flight while the host reads the last
@@ -225,17 +225,17 @@ def _usable_cores() -> int:
 
 
 def workers(n_models: int, workers=None) -> int:
-    """How many groups of models a sweep of `n_models` trains concurrently: the largest
-    divisor of M that is at most `workers` (default: the usable CPU cores on a CPU, the
-    number of devices on an accelerator), so every group has M / k models and one
-    compiled program serves them all."""
+    """How many groups of models a sweep of `n_models` trains concurrently: k = min(M,
+    `workers`), `workers` defaulting to the usable CPU cores on a CPU and the number of
+    devices on an accelerator.  The groups hold ⌈M/k⌉ or ⌊M/k⌋ consecutive models: one
+    compiled program when k divides M, two otherwise (compiled side by side)."""
     n = _v.positive_int(n_models, "n_models", where="workers")
     if workers is None:
         devices = jax.devices()
         limit = _usable_cores() if devices[0].platform == "cpu" else len(devices)
     else:
         limit = _v.positive_int(workers, "workers", where=_WHERE)
-    return max(k for k in range(1, min(limit, n) + 1) if n % k == 0)
+    return min(limit, n)
 
 
 class _Group(NamedTuple):
@@ -247,11 +247,14 @@ class _Group(NamedTuple):
 
 
 def _groups(n_models: int, n_workers) -> list:
-    """k groups of M / k consecutive models (k = `workers(M, n_workers)`), group i on
-    jax.devices()[i mod the device count]."""
+    """k = `workers(M, n_workers)` groups of consecutive models, the first M mod k of
+    them one model larger, group i on jax.devices()[i mod the device count]."""
     k = workers(n_models, n_workers)
-    devices, size = jax.devices(), n_models // k
-    return [_Group(i * size, (i + 1) * size, devices[i % len(devices)]) for i in range(k)]
+    devices = jax.devices()
+    size, extra = divmod(n_models, k)
+    bounds = np.cumsum([0] + [size + (i < extra) for i in range(k)])
+    return [_Group(int(bounds[i]), int(bounds[i + 1]), devices[i % len(devices)])
+            for i in range(k)]
 
 
 def _split(tree, groups) -> list:

@@ -19,9 +19,10 @@ def data(n=96, seed=0):
 X, Y = data()
 XV, YV = data(40, seed=1)
 MODEL = jm.MLP((3, 16, 16, 1), activation="tanh")
-# the default (a group per usable core), one program, two groups, four groups of one model
-# each on the suite's four CPU devices
-WORKERS, WORKER_IDS = [None, 1, 2, 4], ["all-cores", "one-group", "two-groups", "four-groups"]
+# the default (a group per usable core), one program, groups of 2, 1 and 1 models (two
+# programs), four groups of one model each on the suite's four CPU devices
+WORKERS, WORKER_IDS = [None, 1, 3, 4], ["all-cores", "one-group", "uneven-groups",
+                                        "four-groups"]
 
 
 def slice_params(params, m):
@@ -273,12 +274,12 @@ def test_bad_params():
 
 
 def test_workers_divide_the_models_and_groups_go_round_the_devices():
-    assert sweeps.workers(6, 4) == 3 and sweeps.workers(7, 4) == 1
-    assert sweeps.workers(1) == 1 and sweeps.workers(8, 8) == 8 and sweeps.workers(8, 3) == 2
-    assert 8 % sweeps.workers(8) == 0
+    assert sweeps.workers(6, 4) == 4 and sweeps.workers(3, 4) == 3
+    assert sweeps.workers(1) == 1 and sweeps.workers(8, 8) == 8 and sweeps.workers(8, 3) == 3
     groups = sweeps._groups(8, 4)
     assert [(g.lo, g.hi) for g in groups] == [(0, 2), (2, 4), (4, 6), (6, 8)]
     assert [g.device for g in groups] == jax.devices()[:4]
+    assert [(g.lo, g.hi) for g in sweeps._groups(7, 3)] == [(0, 3), (3, 5), (5, 7)]
     with pytest.raises(ValueError, match="sweep: workers must be"):
         sweeps.workers(4, 0)
 
