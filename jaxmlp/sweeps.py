@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
