@@ -136,7 +136,20 @@ class GradientTransformation(NamedTuple):
         return tuple.__hash__(self)
 
 
-class _Made:
+class _Keyed:
+    """Equal to (and hashing like) another object of the same class with an equal `key`:
+    the factory's name and static structure, never its numbers."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)
+
+
+class _Made(_Keyed):
     """The ``update`` of a transformation made by a factory of this module: calls `fn`;
     equal to another when their `key` (factory name and static structure, no numbers)
     is equal; carries the factory's `name` and validated `args` for :func:`describe`."""
@@ -147,12 +160,6 @@ class _Made:
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
-
-    def __eq__(self, other):
-        return type(other) is _Made and self.key == other.key
-
-    def __hash__(self):
-        return hash(self.key)
 
     def __repr__(self):
         return f"<{self.name}.update>"
@@ -489,7 +496,7 @@ def _expect_state(state, kind: type, name: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class _Schedule:
+class _Schedule(_Keyed):
     """A schedule made by a factory of this module: ``schedule(count)`` is the rate.
 
     Its numbers are in `values` (Python numbers, or arrays and tracers: a schedule can
@@ -507,12 +514,6 @@ class _Schedule:
 
     def __call__(self, count):
         return self.formula(self.values, count)
-
-    def __eq__(self, other):
-        return type(other) is _Schedule and self.key == other.key
-
-    def __hash__(self):
-        return hash(self.key)
 
     def __repr__(self):
         return f"<schedule {self.name}>"
