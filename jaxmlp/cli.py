@@ -629,12 +629,6 @@ def _plot_sweep(history, labels, best, path: Path) -> bool:
     return True
 
 
-def _group_sizes(n: int, k: int) -> str:
-    """'4', or '8 or 7' when k groups cannot hold n models evenly."""
-    size, extra = divmod(n, k)
-    return f"{size + 1} or {size}" if extra else str(size)
-
-
 def _train_sweep(args, s: _Setup, grid, t_start) -> int:
     """A sweep: the models of `grid` trained at once by `jaxmlp.sweeps.sweep`, a table
     of them, and the files in --out (model.ckpt: the best model)."""
@@ -644,10 +638,11 @@ def _train_sweep(args, s: _Setup, grid, t_start) -> int:
     (x_tr, y_tr), (x_va, y_va) = s.train, s.val
     n = len(grid)
     counts = [args.seeds or 1, len(_values(args.lr)), len(_values(args.l2))]
-    used = sweeps.workers(n)  # sweep's default: a group of models per usable core
+    groups = sweeps._groups(n, None)  # sweep's default: a group of models per usable core
+    sizes = " or ".join(str(k) for k in sorted({g.hi - g.lo for g in groups}, reverse=True))
+    used = len(groups)
     print(f"sweep    {n} models = {counts[0]} seeds × {counts[1]} lr × {counts[2]} l2, in "
-          f"{used} group{'s' if used > 1 else ''} of {_group_sizes(n, used)} trained side by "
-          f"side")
+          f"{used} group{'s' if used > 1 else ''} of {sizes} trained side by side")
 
     keys = {seed: _seed_keys(seed) for seed in dict.fromkeys(g[0] for g in grid)}
     k_init = jnp.stack([keys[seed][0] for seed, _, _ in grid])
