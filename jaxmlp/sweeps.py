@@ -72,6 +72,17 @@ def stack(trees: Sequence) -> Any:
     trees = list(trees)
     if not trees:
         raise ValueError("stack: trees must hold at least one pytree, got an empty sequence")
+    first, treedef = jax.tree_util.tree_flatten(trees[0])
+    for i, tree in enumerate(trees[1:], 1):
+        leaves, other = jax.tree_util.tree_flatten(tree)
+        if other != treedef:
+            raise ValueError(f"stack: trees[{i}] must have the structure of trees[0], got "
+                             f"{_train._short(other)} and {_train._short(treedef)}")
+        for a, b in zip(leaves, first):
+            if np.shape(a) != np.shape(b):
+                raise ValueError(f"stack: trees[{i}] must have the leaf shapes of trees[0], "
+                                 f"got a leaf of shape {np.shape(a)} where trees[0] has "
+                                 f"{np.shape(b)}")
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
@@ -730,12 +741,23 @@ def _finish(sw: _Sweep, patience):
 
 # --------------------------------------------------------------------------- results
 
+def _sweep_history(history, where: str) -> int:
+    """M, after checking that `history` is the one `sweep` returns (a TypeError
+    otherwise: `fit`'s history has no model axis)."""
+    if not isinstance(history, dict) or "models" not in history:
+        raise TypeError(f"{where}: history must be the history jaxmlp.sweep returns (a dict "
+                        f"with 'models'), got "
+                        + (f"a dict with keys {sorted(history)}" if isinstance(history, dict)
+                           else type(history).__name__))
+    return history["models"]
+
+
 def member(params, history: dict, m: int):
     """Model m of a sweep in `fit`'s form: (params_m, history_m), history_m with lists
     `train_loss`, `val_loss`, `learning_rate`, `epoch_time` (the sweep's epoch times),
     `best_epoch`, `stopped_early`, `epochs_run`, `state` and, after a divergence,
     `diverged`."""
-    n = history["models"]
+    n = _sweep_history(history, "member")
     m = _v.integer(m, "m", where="member", low=0)
     if m >= n:
         raise ValueError(f"member: m must be a model index in [0, {n}), got {m}")
@@ -759,7 +781,7 @@ def best_model(params, history: dict):
     the lowest last training loss), among those that did not diverge.
 
     Out: (m, params_m).  ValueError when every model diverged."""
-    n = history["models"]
+    n = _sweep_history(history, "best_model")
     score = np.full(n, np.inf)
     for m in range(n):
         e = int(history["epochs_run"][m])

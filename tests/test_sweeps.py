@@ -271,6 +271,18 @@ def test_bad_params():
         jm.sweep(MODEL, params, optim.adam(1e-3), X, Y, **kw)
     with pytest.raises(ValueError, match=r"member: m must be a model index in \[0, 3\)"):
         sweeps.member(params, {"models": 3}, 3)
+    fit_history = {"train_loss": [], "val_loss": []}
+    with pytest.raises(TypeError, match=r"best_model: history must be the history "
+                                        r"jaxmlp.sweep returns .* keys \['train_loss'"):
+        sweeps.best_model(params, fit_history)
+    with pytest.raises(TypeError, match="member: history must be"):
+        sweeps.member(params, [], 0)
+    small = jm.init_params(jax.random.key(0), jm.MLP((3, 8, 16, 1)), dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"stack: trees\[1\] must have the leaf shapes of "
+                                         r"trees\[0\], got a leaf of shape \(8, 3\)"):
+        sweeps.stack([one, small])
+    with pytest.raises(ValueError, match=r"stack: trees\[1\] must have the structure"):
+        sweeps.stack([one, one[:2]])
 
 
 def test_workers_divide_the_models_and_groups_go_round_the_devices():
