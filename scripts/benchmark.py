@@ -53,7 +53,12 @@ cancel within a pair:
     at M = 4 (W1 at 1 and 8 with --quick); variants: one program for all models, split
     over every core (the default), and so with `shuffle="shared"`; interleaved repeats, medians,
     paired ratios with quartiles; GFLOP/s (6 per weight per sample) as a fraction of
-    the machine peak; compile time (first call minus a warm epoch).
+    the machine peak; compile time (first call minus a warm epoch).  Then (not with
+    --quick unless --floor) the floor under a W1 model-step at M = 32: in a child process
+    pinned to one CPU, one core's group of ⌈32 / cores⌉ models, µs per model and step of
+    each dot as jaxmlp writes it and in its fastest layout, the optimizer update alone,
+    and the shuffle; their sum leaves out all else a step does, so cores × fit step / floor
+    is a ceiling on any sweep's speedup at M = 32.
 
 With several devices (`--host-devices N` forces N host CPU devices through XLA_FLAGS
 before JAX starts; on GPU machines with several GPUs it happens by itself) W1 and W2 also
@@ -1419,8 +1424,9 @@ class SweepBench:
         return out
 
 
-def bench_sweep(mode, quick, log, machine_gflops):
-    """Section (g) over SWEEP_PLAN (SWEEP_PLAN_QUICK with --quick)."""
+def bench_sweep(mode, quick, log, machine_gflops, floor=None):
+    """Section (g) over SWEEP_PLAN (SWEEP_PLAN_QUICK with --quick), then (unless `floor`
+    is False; by default not with --quick) the floor under a W1 model-step (`_floor`)."""
     out = {"devices": len(jax.devices()), "cores": jm.sweeps._usable_cores(),
            "machine_peak_gflops": machine_gflops, "runs": []}
     for wid, ms in (SWEEP_PLAN_QUICK if quick else SWEEP_PLAN):
@@ -1434,7 +1440,193 @@ def bench_sweep(mode, quick, log, machine_gflops):
             for v in r["variants"].values():
                 v["fraction_of_machine_peak"] = v["gflops"] / machine_gflops
             out["runs"].append(r)
+    if floor if floor is not None else not quick:
+        fl = _floor_pinned(mode, quick, log, out["cores"])
+        # the ceiling is read against the fit that (g)'s speedups divide by: unpinned, its
+        # host work on another core than XLA's (pinned, the two share one: slower)
+        fits = [r["variants"]["fit"]["epoch_s"] for r in out["runs"] if r["workload"] == "W1"]
+        fit_us = _median(fits) / Setup("W1", quick).n_batches * 1e6
+        fl.update(fit_step_us=fit_us, ceiling_speedup=fl["cores"] * fit_us / fl["floor_us"],
+                  needed_for_4x_us=fl["cores"] * fit_us / 4)
+        out["floor"] = fl
     return out
+
+
+def _floor_pinned(mode, quick, log, cores):
+    """`_floor` in a child process pinned to one CPU before JAX starts (so XLA's own
+    thread pool cannot lend a group's matmuls the other cores: the floor is one core's),
+    its results read back as JSON."""
+    import subprocess
+    cmd = [sys.executable, os.path.abspath(__file__), "--_floor", "--cpus", "1",
+           "--repeats", str(mode["repeats"]), "--_cores", str(cores)]
+    if quick:
+        cmd.append("--quick")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the floor's child process failed:\n{proc.stderr[-3000:]}")
+    for line in proc.stderr.splitlines():
+        log(line)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def floor_main(argv):
+    """`benchmark.py --_floor --cpus 1 --repeats R --_cores K [--quick]`: `_floor`,
+    printed as one JSON line (the CPU pinning happened in `_pre_parse_xla`)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--_floor", action="store_true")
+    p.add_argument("--cpus", type=int)
+    p.add_argument("--repeats", type=int, required=True)
+    p.add_argument("--_cores", type=int, required=True)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    mode = dict(MODES["quick" if args.quick else "full"], repeats=args.repeats)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    fl = _floor(mode, args.quick, log, args._cores)
+    fl["pinned_cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print(json.dumps(fl))
+
+
+#: The floor's case: W1 at M = 32, the 4× goal, is one group of ⌈32 / cores⌉ models per core.
+FLOOR_M = 32
+
+
+def _per_step(fn, args, n_steps, repeats):
+    """Median seconds per step of `fn(*args)` run n_steps times in one jitted `lax.scan`.
+    The carried scalar is added to args[0] every step (so nothing can be hoisted out of
+    the loop) and the output's sum is added back to it (a sum, not one element: XLA could
+    shrink a dot to the one element read); `_floor` subtracts the same loop around the
+    identity."""
+    def body(c, _):
+        out = fn(args[0] + c.astype(args[0].dtype), *args[1:])
+        return c + jnp.sum(out).astype(c.dtype) * 0, None
+
+    return _time_per_step(
+        jax.jit(lambda: jax.lax.scan(body, jnp.float32(0), None, length=n_steps)[0]),
+        (), n_steps, repeats)
+
+
+def _time_per_step(run, args, n_steps, repeats):
+    """Median seconds of run(*args) (warmed up first) over n_steps."""
+    _sync(run(*args))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _sync(run(*args))
+        ts.append(time.perf_counter() - t0)
+    return _median(ts) / n_steps
+
+
+def _floor_dots(sizes, B, G, key):
+    """The dots of one manual-δ step of G models, vmapped as `jm.sweep` runs them, each
+    as jaxmlp writes it and in the other layouts of the same product (operands stored
+    transposed beforehand): {name: [(fn, args), ...]}, the first entry jaxmlp's own."""
+    dots = {}
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        ks = jax.random.split(jax.random.fold_in(key, l), 3)
+        a = jax.random.normal(ks[0], (G, B, n_in))
+        W = jax.random.normal(ks[1], (G, n_out, n_in))
+        d = jax.random.normal(ks[2], (G, B, n_out))
+        aT, WT, dT = (jnp.swapaxes(t, 1, 2) for t in (a, W, d))
+        v = jax.vmap
+        dots[f"layer {l + 1} forward a·Wᵀ"] = [
+            (v(lambda a, W: a @ W.T), (a, W)), (v(lambda a, WT: a @ WT), (a, WT)),
+            (v(lambda W, aT: (W @ aT).T), (W, aT))]
+        dots[f"layer {l + 1} weight gradient δᵀ·a"] = [
+            (v(lambda d, a: d.T @ a), (d, a)), (v(lambda dT, a: dT @ a), (dT, a)),
+            (v(lambda dT, aT: dT @ aT.T), (dT, aT)), (v(lambda d, aT: d.T @ aT.T), (d, aT))]
+        if l > 0:  # the first layer's input gradient is never computed
+            dots[f"layer {l + 1} input gradient δ·W"] = [
+                (v(lambda d, W: d @ W), (d, W)), (v(lambda d, WT: d @ WT.T), (d, WT)),
+                (v(lambda W, dT: (W.T @ dT).T), (W, dT))]
+    return dots
+
+
+def _floor(mode, quick, log, cores):
+    """What the 4× goal at M = 32 needs of one core, on W1 (see `format_floor`).  One
+    core trains a group of G = ⌈M / cores⌉ models; per model and step, in µs: the matmuls
+    as jaxmlp writes them and each in its fastest layout, the optimizer update alone,
+    and the shuffle (each model's permutation once per epoch, its minibatch gathers), all
+    vmapped over the G models in one thread, each in a `lax.scan` of the epoch's
+    n_batches steps, minus the same loop around nothing.  Everything else a step does
+    (activations, bias gradients, the loss) is left out, so their sum is a floor under
+    the step's time and `cores × fit step / floor` a ceiling on any sweep's speedup."""
+    from jaxmlp import train as _train
+    su = Setup("W1", quick)
+    G = -(-FLOOR_M // cores)
+    n, B, nb = su.rows, su.B, su.n_batches
+    reps = mode["repeats"]
+    key = jax.random.key(0)
+    log(f"[W1] floor of a model-step, a group of {G} models on one core ...")
+    noop = _per_step(lambda a: a, (jnp.zeros((G, B, su.spec["sizes"][1])),), nb, reps)
+    per = lambda fn, args: max(0.0, _per_step(fn, args, nb, reps) - noop) / G  # noqa: E731
+    dots = {}
+    for name, forms in _floor_dots(su.spec["sizes"], B, G, key).items():
+        ts = [per(fn, args) for fn, args in forms]
+        dots[name] = {"as_written_us": ts[0] * 1e6, "best_us": min(ts) * 1e6}
+    params = jm.sweeps.stack([su.fresh()[0]] * G)
+    grads = jax.tree_util.tree_map(lambda a: jnp.full_like(a, 1e-3), params)
+    update = jax.vmap(lambda p, o, g: _train._apply(su.opt, p, o, g))
+
+    def optimizer(params, opt_state):  # the update alone, its state carried step to step
+        return jax.lax.scan(lambda c, _: (update(*c, grads), None), (params, opt_state), None,
+                            length=nb)[0]
+
+    t_opt = _time_per_step(jax.jit(optimizer), (params, jax.vmap(su.opt.init)(params)),
+                           nb, reps) / G
+    x, y = su.x, su.y
+
+    def shuffle(keys):  # each model's permutation, then its minibatch gathers
+        idx = jax.vmap(lambda k: _train._permutation(k, n)[: nb * B].reshape(nb, B))(keys)
+
+        def body(c, i):
+            xb, yb = x[i + c.astype(jnp.int32)], y[i]
+            return c + (jnp.sum(xb) + jnp.sum(yb)) * 0, None
+        return jax.lax.scan(body, jnp.float32(0), jnp.swapaxes(idx, 0, 1))[0]
+
+    t_shuffle = _time_per_step(jax.jit(shuffle), (jax.random.split(key, G),), nb, reps) / G
+    # the whole step, as the sweep runs it (one group in one thread) and as fit runs it
+    stacked = jm.sweeps.stack([su.fresh()[0]] * G)
+    times = {}
+    for name, run_one in (
+            ("sweep", lambda e: jm.sweep(su.model, stacked, su.opt, su.x, su.y, epochs=e,
+                                         batch_size=B, key=key, workers=1)[1]),
+            ("fit", lambda e: jm.fit(su.model, su.fresh()[0], su.opt, su.x, su.y, epochs=e,
+                                     batch_size=B, key=key)[1])):
+        run_one(1)
+        times[name] = _median(run_one(max(3, reps))["epoch_time"]) / nb
+    mm = sum(v["as_written_us"] for v in dots.values())
+    best = sum(v["best_us"] for v in dots.values())
+    floor = best + (t_opt + t_shuffle) * 1e6
+    fit_us = times["fit"] * 1e6
+    return {"workload": "W1", "models": FLOOR_M, "cores": cores, "group": G,
+            "dots": dots, "matmuls_as_written_us": mm, "matmuls_best_us": best,
+            "optimizer_us": t_opt * 1e6, "shuffle_us": t_shuffle * 1e6,
+            "sweep_group_step_us": times["sweep"] * 1e6 / G, "fit_step_us": fit_us,
+            "fit_step_pinned_us": fit_us,
+            "floor_us": floor, "ceiling_speedup": cores * fit_us / floor,
+            "needed_for_4x_us": cores * fit_us / 4}
+
+
+def format_floor(fl) -> list:
+    lines = [f"(g) what 4× at M = {fl['models']} needs: W1, one core's group of "
+             f"{fl['group']} models, µs per model and step (vmapped, in a process pinned "
+             f"to one CPU)"]
+    for name, v in fl["dots"].items():
+        lines.append(f"    {name:<34}{v['as_written_us']:>7.2f} as written, "
+                     f"{v['best_us']:>6.2f} best layout")
+    rows = (("fit: one model's whole step (as in the table)", fl["fit_step_us"]),
+            ("fit: the same, pinned to one CPU", fl["fit_step_pinned_us"]),
+            ("sweep: a model's whole step in the group", fl["sweep_group_step_us"]),
+            ("matmuls as jaxmlp writes them", fl["matmuls_as_written_us"]),
+            ("matmuls, each in its best layout", fl["matmuls_best_us"]),
+            ("optimizer update alone", fl["optimizer_us"]),
+            ("shuffle: permutation and gathers", fl["shuffle_us"]),
+            ("floor: best matmuls + optimizer + shuffle", fl["floor_us"]))
+    lines += [f"  {k:<46}{v:>7.2f}" for k, v in rows]
+    lines.append(f"  ceiling on the speedup: {fl['cores']} cores × {fl['fit_step_us']:.2f} / "
+                 f"{fl['floor_us']:.2f} = {fl['ceiling_speedup']:.2f}× (4× needs a whole "
+                 f"model-step of at most {fl['needed_for_4x_us']:.2f} µs per core)")
+    return lines
 
 
 def format_sweep(sw) -> list:
@@ -1455,6 +1647,9 @@ def format_sweep(sw) -> list:
                 f"{'' if q is None else f'({q[0]:.2f}-{q[1]:.2f})':<14}"
                 f"{v['gflops']:>9.1f}{v['fraction_of_machine_peak']:>7.2f}"
                 f"{r['compile_s'][k]:>10.2f}")
+    if sw.get("floor"):
+        lines.append("")
+        lines.extend(format_floor(sw["floor"]))
     return lines
 
 
@@ -1489,6 +1684,9 @@ def parse_args(argv):
                    help="also run (g): jm.sweep of M models against M sequential fits")
     p.add_argument("--only-sweep", action="store_true",
                    help="run section (g) alone (and the machine peak it is read against)")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=None,
+                   help="with (g): measure the floor under a W1 model-step and the ceiling "
+                        "it puts on the sweep's speedup (default: on, off with --quick)")
     p.add_argument("--only-before-after", action="store_true",
                    help="with --baseline: run section (f) alone (no (a)-(e), no machine peak)")
     args = p.parse_args(argv)
@@ -1526,7 +1724,8 @@ def main(argv=None) -> dict:
     results["machine_peak_n"] = mode["peak_n"]
     results["machine_peak_gflops"] = machine_peak(mode, mode["repeats"])
     if args.only_sweep:
-        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"])
+        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"],
+                                       floor=args.floor)
         return _report(results, args, t_start)
     results["workloads"] = {}
     kept = {}
@@ -1556,7 +1755,8 @@ def main(argv=None) -> dict:
         results["before_after"] = bench_before_after(args.baseline, args.workloads, mode,
                                                      args.quick, log, after=args.after)
     if args.sweep:
-        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"])
+        results["sweep"] = bench_sweep(mode, args.quick, log, results["machine_peak_gflops"],
+                                       floor=args.floor)
     return _report(results, args, t_start)
 
 
@@ -1575,5 +1775,7 @@ def _report(results, args, t_start) -> dict:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--_worker"]:
         worker_main()  # a worker process of section (f)
+    elif "--_floor" in sys.argv[1:]:
+        floor_main(sys.argv[1:])  # the child process of (g)'s floor
     else:
         main()

@@ -140,6 +140,28 @@ def test_sweep_section_quick(tmp_path):
                 q = v["speedup_quartiles"]
                 assert q[0] <= q[1], name
     assert "(g) sweep" in stdout
+    assert "floor" not in res  # the floor is off with --quick unless asked for
+
+
+@pytest.mark.slow
+def test_sweep_floor_quick(tmp_path):
+    """(g)'s floor (`--floor`, in a child process pinned to one CPU): every dot's time in
+    its best layout is at most its time as written, the floor is the sum of its parts, and
+    the ceiling is cores × the table's fit step / floor."""
+    out = tmp_path / "floor.json"
+    stdout = _run_main(["--quick", "--only-sweep", "--floor", "--repeats", "1",
+                        "--json", str(out)])
+    fl = json.loads(out.read_text())["sweep"]["floor"]
+    assert fl["pinned_cpus"] == 1 and fl["group"] == -(-32 // fl["cores"])
+    assert len(fl["dots"]) == 8  # W1: 3 forward, 3 weight gradients, 2 input gradients
+    for name, v in fl["dots"].items():
+        assert 0 <= v["best_us"] <= v["as_written_us"], name
+    best = sum(v["best_us"] for v in fl["dots"].values())
+    assert math.isclose(fl["matmuls_best_us"], best)
+    assert math.isclose(fl["floor_us"], best + fl["optimizer_us"] + fl["shuffle_us"])
+    assert _finite_positive(fl["optimizer_us"]) and _finite_positive(fl["shuffle_us"])
+    assert math.isclose(fl["ceiling_speedup"], fl["cores"] * fl["fit_step_us"] / fl["floor_us"])
+    assert "ceiling on the speedup" in stdout
 
 
 @pytest.mark.parametrize("wid", ["W1", "W2"])
