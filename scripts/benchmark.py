@@ -1448,6 +1448,11 @@ def bench_sweep(mode, quick, log, machine_gflops, floor=None):
         fit_us = _median(fits) / Setup("W1", quick).n_batches * 1e6
         fl.update(fit_step_us=fit_us, ceiling_speedup=fl["cores"] * fit_us / fl["floor_us"],
                   needed_for_4x_us=fl["cores"] * fit_us / 4)
+        # and were every matmul at the machine's peak (a 1024³ matmul's rate per core)
+        per_core = machine_gflops / out["cores"]
+        fl["matmuls_at_peak_us"] = fl["matmul_flops"] / (per_core * 1e9) * 1e6
+        fl["floor_at_peak_us"] = fl["matmuls_at_peak_us"] + fl["optimizer_us"] + fl["shuffle_us"]
+        fl["ceiling_at_peak_speedup"] = fl["cores"] * fit_us / fl["floor_at_peak_us"]
         out["floor"] = fl
     return out
 
@@ -1594,12 +1599,17 @@ def _floor(mode, quick, log, cores):
                                      batch_size=B, key=key)[1])):
         run_one(1)
         times[name] = _median(run_one(max(3, reps))["epoch_time"]) / nb
+    # the FLOPs of those dots: forward and weight gradient in every layer, the input
+    # gradient in all but the first
+    sizes = su.spec["sizes"]
+    flops = 2 * B * (3 * n_weights(sizes) - sizes[0] * sizes[1])
     mm = sum(v["as_written_us"] for v in dots.values())
     best = sum(v["best_us"] for v in dots.values())
     floor = best + (t_opt + t_shuffle) * 1e6
     fit_us = times["fit"] * 1e6
     return {"workload": "W1", "models": FLOOR_M, "cores": cores, "group": G,
-            "dots": dots, "matmuls_as_written_us": mm, "matmuls_best_us": best,
+            "dots": dots, "matmul_flops": flops, "matmuls_as_written_us": mm,
+            "matmuls_best_us": best,
             "optimizer_us": t_opt * 1e6, "shuffle_us": t_shuffle * 1e6,
             "sweep_group_step_us": times["sweep"] * 1e6 / G, "fit_step_us": fit_us,
             "fit_step_pinned_us": fit_us,
@@ -1626,6 +1636,11 @@ def format_floor(fl) -> list:
     lines.append(f"  ceiling on the speedup: {fl['cores']} cores × {fl['fit_step_us']:.2f} / "
                  f"{fl['floor_us']:.2f} = {fl['ceiling_speedup']:.2f}× (4× needs a whole "
                  f"model-step of at most {fl['needed_for_4x_us']:.2f} µs per core)")
+    if "matmuls_at_peak_us" in fl:
+        lines.append(f"  were every matmul at the machine peak per core "
+                     f"({fl['matmul_flops']:,} FLOPs in {fl['matmuls_at_peak_us']:.2f} µs): "
+                     f"floor {fl['floor_at_peak_us']:.2f}, ceiling "
+                     f"{fl['ceiling_at_peak_speedup']:.2f}×")
     return lines
 
 

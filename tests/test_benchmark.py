@@ -161,6 +161,8 @@ def test_sweep_floor_quick(tmp_path):
     assert math.isclose(fl["floor_us"], best + fl["optimizer_us"] + fl["shuffle_us"])
     assert _finite_positive(fl["optimizer_us"]) and _finite_positive(fl["shuffle_us"])
     assert math.isclose(fl["ceiling_speedup"], fl["cores"] * fl["fit_step_us"] / fl["floor_us"])
+    assert fl["matmul_flops"] == 2 * 32 * (3 * (11 * 64 + 64 * 64 + 64) - 11 * 64)  # W1
+    assert fl["floor_at_peak_us"] < fl["floor_us"] and fl["ceiling_at_peak_speedup"] > 0
     assert "ceiling on the speedup" in stdout
 
 
