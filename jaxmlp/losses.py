@@ -108,8 +108,10 @@ def _penalty_value(value, name: str, where: str):
             raise TypeError(f"{where}: {name} must be a finite number >= 0 or a scalar float "
                             f"array, got an array of dtype {dtype}")
         if jnp.ndim(value) != 0:
+            hint = (" (for one value per model, jm.sweep takes a list)"
+                    if jnp.ndim(value) == 1 and where != "sweep" else "")
             raise ValueError(f"{where}: {name} must be a scalar, got an array of shape "
-                             f"{tuple(jnp.shape(value))}")
+                             f"{tuple(jnp.shape(value))}{hint}")
         if is_concrete(value):
             _v.nonneg_real(np.asarray(value).item(), name, where=where)
         return jnp.asarray(value, jnp.result_type(float))

@@ -257,8 +257,10 @@ def _number(value, name: str, where: str, check, *, integer: bool = False):
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             return check(value, name, where=where)  # TypeError naming the argument
         if jnp.ndim(value) != 0:
+            hint = (" (for one value per model, jm.sweep takes a list of optimizers that "
+                    "differ only in their numbers)" if jnp.ndim(value) == 1 else "")
             raise ValueError(f"{where}: {name} must be a scalar, got an array of shape "
-                             f"{jnp.shape(value)}")
+                             f"{jnp.shape(value)}{hint}")
         if not isinstance(value, jax.core.Tracer):
             check(np.asarray(value).item(), name, where=where)
         return jnp.asarray(value, jnp.int32 if integer else _float_dtype())

@@ -223,6 +223,10 @@ def _penalties(value, name: str, n_models: int):
         for m, v in enumerate(values):
             _penalty_value(v, f"{name}[{m}] (model {m})", _WHERE)
         return jnp.asarray(np.asarray(values, float), jnp.result_type(float))
+    if np.ndim(value) > 1:
+        raise ValueError(
+            f"{_WHERE}: {name} must be one number or one per model ({n_models}, the "
+            f"params' leading axis), got an array of shape {np.shape(value)}")
     one = _penalty_value(value, name, _WHERE)
     return jnp.broadcast_to(one, (n_models,))
 

@@ -164,7 +164,7 @@ def test_one_compile_serves_every_value():
     (lambda: optim.adam(0.1, eps=-1), ValueError, r"^adam: eps must be a finite number >= 0, got -1"),
     (lambda: optim.adam(0.1, eps=np.float64(-1)), ValueError, r"^adam: eps must be"),
     (lambda: optim.rmsprop(0.1, eps=jnp.asarray(-1.0)), ValueError, r"^rmsprop: eps must be"),
-    (lambda: optim.adam(jnp.ones(2)), ValueError, r"^adam: learning_rate must be a scalar, got an array of shape \(2,\)"),
+    (lambda: optim.adam(jnp.ones(2)), ValueError, r"^adam: learning_rate must be a scalar, got an array of shape \(2,\) \(for one value per model, jm.sweep takes a list of optimizers"),
     (lambda: optim.adam(0.1, b2=jnp.full(3, 0.9)), ValueError, r"^adam: b2 must be a scalar"),
     (lambda: optim.adamw(0.1, weight_decay=jnp.asarray(-0.1)), ValueError, r"^adamw: weight_decay must be"),
     (lambda: optim.sgd(0.1, momentum=jnp.asarray(True)), TypeError, r"^sgd: momentum must be"),

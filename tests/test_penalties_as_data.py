@@ -188,7 +188,8 @@ def calls(model, params, x, y):
     (jnp.asarray(-0.5), ValueError, r"{w}: {n} must be a finite number >= 0, got -0\.5"),
     ("0.1", TypeError, r"{w}: {n} must be a finite number >= 0, got '0\.1'"),
     (True, TypeError, r"{w}: {n} must be a finite number >= 0"),
-    (jnp.ones(2), ValueError, r"{w}: {n} must be a scalar, got an array of shape \(2,\)"),
+    (jnp.ones(2), ValueError, r"{w}: {n} must be a scalar, got an array of shape \(2,\) "
+                              r"\(for one value per model, jm.sweep takes a list\)"),
     (jnp.asarray(True), TypeError, r"{w}: {n} must be a finite number >= 0 or a scalar float"),
 ])
 def test_bad_values_name_the_function_and_argument(value, error, match):

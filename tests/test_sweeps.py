@@ -232,6 +232,8 @@ def test_best_model_stack_unstack_init_many():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(l2=[0.1, 0.2]), ValueError, r"sweep: l2 must be one number or one per model \(3"),
+    (dict(l2=np.zeros((3, 1))), ValueError,
+     r"sweep: l2 must be one number or one per model \(3.*got an array of shape \(3, 1\)"),
     (dict(l1=[0.1, -0.2, 0.0]), ValueError, r"sweep: l1\[1\] \(model 1\) must be"),
     (dict(l2=[0.1, float("nan"), 0.0]), ValueError, r"l2\[1\] \(model 1\)"),
     (dict(optimizer=[optim.adam(1e-3)] * 2), ValueError,
