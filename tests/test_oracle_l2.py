@@ -243,3 +243,22 @@ def test_probe_passes_n_train():
     assert "pass n_train=40" in rep.failing.report.dW[0].diagnosis
     with pytest.raises(ValueError, match="n_train"):
         oracle.probe(sklearn_l2, **kw, n_train=0)
+
+
+@pytest.mark.parametrize("n_train, words", [(N_TRAIN, "λ/(2n)ΣW², gradient (λ/n)W, n = n_train = 40"),
+                                            (None, "λ/(2m)ΣW², gradient (λ/m)W")])
+def test_missing_penalty_in_the_loss_names_the_n_it_divides_by(n_train, words):
+    """A loss without its λ/(2n)ΣW² says which n: the training set's when n_train is given."""
+    ref = _reference("nielsen", n_train=n_train)
+    cand = _candidate(ref)
+    cand["loss"] = _reference("nielsen", l2=0.0)["loss"]
+    rep = oracle.compare(cand, ref)
+    assert rep.loss.rule == "l2_missing", str(rep)
+    assert words in rep.loss.diagnosis, rep.loss.diagnosis
+
+
+def test_describe_with_n_train():
+    nielsen, cs231n = resolve("nielsen"), resolve("cs231n")
+    assert "L2 λ/(2n)ΣW², gradient (λ/n)W, n = n_train = 40" in nielsen.describe(n_train=40)
+    assert "L2 λ/(2m)ΣW²" in nielsen.describe()
+    assert cs231n.describe(n_train=40) == cs231n.describe()  # λΣW² has no n

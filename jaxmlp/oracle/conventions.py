@@ -158,8 +158,10 @@ class Convention:
 
     # -- words
 
-    def describe(self, loss: Optional[str] = None) -> str:
-        """One line for messages, e.g. "W (in, out), batch-first, mean over the batch"."""
+    def describe(self, loss: Optional[str] = None, n_train: Optional[int] = None) -> str:
+        """One line for messages, e.g. "W (in, out), batch-first, mean over the batch".
+        With `n_train` (the training-set size an l2="half_m" penalty divides by, see
+        `reference_gradients`), that penalty reads λ/(2n)ΣW² with n = n_train."""
         parts = ["W (n_in, n_out)" if self.weights == "in_out" else "W (n_out, n_in)",
                  {"batch_first": "x (m, n_x)", "features_first": "x (n_x, m)",
                   "per_example": "one column x (n_x, 1) per call, summed"}[self.data],
@@ -169,7 +171,10 @@ class Convention:
         if loss == "bce":
             parts.append(f"bce {'summed' if self.bce_outputs == 'sum' else 'averaged'} "
                          f"over the outputs")
-        parts.append(f"L2 {_L2_TEXT[self.l2]}")
+        if self.l2 == "half_m" and n_train is not None:
+            parts.append(f"L2 λ/(2n)ΣW², gradient (λ/n)W, n = n_train = {n_train}")
+        else:
+            parts.append(f"L2 {_L2_TEXT[self.l2]}")
         if self.one_over_m == "dW":
             parts.append("δ per example, 1/m in dW and db")
         return ", ".join(parts)

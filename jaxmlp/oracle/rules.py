@@ -457,7 +457,8 @@ def _convention_text(ctx, alt: Convention, factor) -> str:
              if getattr(alt, f) != getattr(decl, f) and f not in unused]
     how = f": {_factor_words(factor, ctx)}" if factor is not None else ""
     return (f"every gradient matches exactly under another convention, {', '.join(diffs)}"
-            f"{how}; that is {alt.describe(loss)}. Your code is consistent: if that is your "
+            f"{how}; that is {alt.describe(loss, _n_given(ctx.ref.i))}. "
+            f"Your code is consistent: if that is your "
             f"convention, pass convention={alt.call()}")
 
 
@@ -477,6 +478,12 @@ def _factor_words(f: float, ctx) -> str:
 
 def _l2_applies(ctx, q, l, c):
     return ctx.full and ctx.ref.i.c > 0 and _same_shape(ctx, q, l, c)
+
+
+def _n_given(i) -> Optional[int]:
+    """n_train when it is not the batch's m (for `Convention.describe`), else None."""
+    n = getattr(i, "n_train", None)
+    return None if n is None or n == i.m else n
 
 
 def _n_train(i) -> int:
@@ -1191,7 +1198,7 @@ def _loss_diagnosis(ctx: Context, c: float) -> tuple:
         penalty = i.c * sum(float(np.sum(W * W)) for W in i.W)
         if abs(c - (r - penalty)) <= ctx.atol + ctx.tol * abs(r):
             return "l2_missing", (f"the loss is missing the L2 penalty {penalty:.6g} "
-                                  f"({ctx.ref.conv.describe().split('L2 ')[-1]})")
+                                  f"({ctx.ref.conv.describe(n_train=_n_given(i)).split('L2 ')[-1]})")
     f = _factor_of(ctx, np.array([c]), np.array([r]))
     if f is not None:
         text = _named_factor(ctx, f, "loss")
