@@ -262,3 +262,33 @@ def test_describe_with_n_train():
     assert "L2 λ/(2n)ΣW², gradient (λ/n)W, n = n_train = 40" in nielsen.describe(n_train=40)
     assert "L2 λ/(2m)ΣW²" in nielsen.describe()
     assert cs231n.describe(n_train=40) == cs231n.describe()  # λΣW² has no n
+
+
+def test_cli_n_train(tmp_path, capsys):
+    """`jaxmlp check --n-train N`: gradients of λ/(2N)ΣW² match with it and are named
+    without it; a bad N is unusable input (exit 2)."""
+    W, b, x, y = _arrays("deeplearning_ai")
+    ref = _reference("deeplearning_ai", n_train=N_TRAIN)
+    arrays = {"X": x, "Y": y, "loss": ref["loss"]}
+    for l in range(len(W)):
+        arrays.update({f"W{l + 1}": W[l], f"b{l + 1}": b[l], f"dW{l + 1}": ref["dW"][l],
+                       f"db{l + 1}": ref["db"][l]})
+    path = str(tmp_path / "g.npz")
+    np.savez(path, **arrays)
+    flags = [path, "--activation", "tanh", "--output", "sigmoid", "--loss", "bce",
+             "--convention", "deeplearning_ai", "--l2", str(L2)]
+    assert oracle.main(flags + ["--n-train", str(N_TRAIN)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert oracle.main(flags) == 1
+    assert f"pass n_train={N_TRAIN}" in capsys.readouterr().out
+    for bad in ("0", "-3", "2.5", "many"):
+        assert oracle.main(flags + ["--n-train", bad]) == 2
+        assert "--n-train: expected a positive int" in capsys.readouterr().err
+
+
+def test_cli_n_train_is_not_for_layers(tmp_path, capsys):
+    (tmp_path / "layer.py").write_text("def fwd(x, w, b):\n    return x @ w + b, None\n\n"
+                                       "def bwd(dout, cache):\n    return None\n")
+    target = f"{tmp_path / 'layer.py'}:fwd,bwd"
+    assert oracle.main([target, "--layer", "affine", "--n-train", "5"]) == 2
+    assert "--n-train applies to a whole network" in capsys.readouterr().err

@@ -88,6 +88,10 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--l2", type=float, default=0.0,
                         help="the L2 strength as your code names it (λ, reg, lambd, alpha); "
                              "its form is the convention's (default 0)")
+    parser.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
+                        help="the n of an L2 penalty λ/(2n)ΣW² (a convention with "
+                             "l2='half_m': deeplearning_ai, nielsen, sklearn) when your code "
+                             "divides by the training-set size n, not the batch's m")
     parser.add_argument("--layer", default=None, choices=LAYER_KINDS,
                         help="check one CS231n-style layer: TARGET is FILE.py:FORWARD,BACKWARD "
                              "(FILE.py:FUNC for softmax_loss and svm_loss)")
@@ -218,6 +222,17 @@ def _layers_from(arrays: dict) -> int:
     return L
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of --n-train: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
 def _cli_names(message: str) -> str:
     """Python-API names in a message → the file's keys (weights[0] → W1, …); the API
     function's name in front is dropped (the file is the argument here)."""
@@ -341,6 +356,9 @@ def _check_python(args, where: str, names: list):
     module = _import(where)
     fns = [_function(module, where, n) for n in names]
     if args.layer is not None:
+        if args.n_train is not None:
+            raise _InputError("--n-train applies to a whole network (FILE.py:FUNC), not to "
+                              "--layer")
         from jaxmlp.oracle.layers import check_layer
         loss_kind = args.layer in ("softmax_loss", "svm_loss")
         if len(fns) != (1 if loss_kind else 2):
@@ -362,7 +380,7 @@ def _check_python(args, where: str, names: list):
     report = probe(fn, output=args.output, loss=args.loss, activations=acts,
                    convention=conv, depths=_int_list(args.depths, "--depths"),
                    batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"), l2=args.l2,
-                   seed=args.seed, rtol=args.rtol, atol=args.atol, timeout=_timeout(args))
+                   n_train=args.n_train, seed=args.seed, rtol=args.rtol, atol=args.atol, timeout=_timeout(args))
     errors = [r.error for r in report.results if r.error is not None]
     if errors and len(errors) == len(report.results) and errors[0].startswith("TypeError"):
         # never once callable as fn(weights, biases, x, y, **kw): the wrong function
@@ -394,7 +412,7 @@ def _check_npz(args):
     ref = reference_gradients([arrays[f"W{l}"] for l in ix], [arrays[f"b{l}"] for l in ix],
                               arrays["X"], arrays["Y"], activation=activation,
                               output=args.output, loss=args.loss, layout=args.layout,
-                              convention=conv, l2=args.l2)
+                              convention=conv, l2=args.l2, n_train=args.n_train)
     candidate = {"dW": [arrays[f"dW{l}"] for l in ix], "db": [arrays[f"db{l}"] for l in ix]}
     if "delta1" in arrays:
         candidate["delta"] = [arrays[f"delta{l}"] for l in ix]
