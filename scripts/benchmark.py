@@ -1446,15 +1446,21 @@ def bench_sweep(mode, quick, log, machine_gflops, floor=None):
         # host work on another core than XLA's (pinned, the two share one: slower)
         fits = [r["variants"]["fit"]["epoch_s"] for r in out["runs"] if r["workload"] == "W1"]
         fit_us = _median(fits) / Setup("W1", quick).n_batches * 1e6
-        fl.update(fit_step_us=fit_us, ceiling_speedup=fl["cores"] * fit_us / fl["floor_us"],
-                  needed_for_4x_us=fl["cores"] * fit_us / 4)
-        # and were every matmul at the machine's peak (a 1024³ matmul's rate per core)
-        per_core = machine_gflops / out["cores"]
-        fl["matmuls_at_peak_us"] = fl["matmul_flops"] / (per_core * 1e9) * 1e6
-        fl["floor_at_peak_us"] = fl["matmuls_at_peak_us"] + fl["optimizer_us"] + fl["shuffle_us"]
-        fl["ceiling_at_peak_speedup"] = fl["cores"] * fit_us / fl["floor_at_peak_us"]
-        out["floor"] = fl
+        out["floor"] = _with_ceiling(fl, fit_us, machine_gflops)
     return out
+
+
+def _with_ceiling(fl, fit_us, machine_gflops):
+    """The floor `fl` with the ceilings it puts on the speedup over fits of `fit_us` µs a
+    step: with the measured dots, and were every matmul at the machine's peak (a 1024³
+    matmul's rate, per core)."""
+    fl = dict(fl, fit_step_us=fit_us, ceiling_speedup=fl["cores"] * fit_us / fl["floor_us"],
+              needed_for_4x_us=fl["cores"] * fit_us / 4)
+    per_core = machine_gflops / fl["cores"]
+    fl["matmuls_at_peak_us"] = fl["matmul_flops"] / (per_core * 1e9) * 1e6
+    fl["floor_at_peak_us"] = fl["matmuls_at_peak_us"] + fl["optimizer_us"] + fl["shuffle_us"]
+    fl["ceiling_at_peak_speedup"] = fl["cores"] * fit_us / fl["floor_at_peak_us"]
+    return fl
 
 
 def _floor_pinned(mode, quick, log, cores):

@@ -144,15 +144,14 @@ def test_sweep_section_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_floor_quick(tmp_path):
-    """(g)'s floor (`--floor`, in a child process pinned to one CPU): every dot's time in
-    its best layout is at most its time as written, the floor is the sum of its parts, and
-    the ceiling is cores × the table's fit step / floor."""
-    out = tmp_path / "floor.json"
-    stdout = _run_main(["--quick", "--only-sweep", "--floor", "--repeats", "1",
-                        "--json", str(out)])
-    fl = json.loads(out.read_text())["sweep"]["floor"]
-    assert fl["pinned_cpus"] == 1 and fl["group"] == -(-32 // fl["cores"])
+def test_sweep_floor_quick():
+    """(g)'s floor, in its child process pinned to one CPU: every dot's time in its best
+    layout is at most its time as written, the floor is the sum of its parts, and the
+    ceilings are cores × fit step / floor, with the measured dots and at the peak."""
+    bench = _load_script()
+    mode = dict(bench.MODES["quick"], repeats=1)
+    fl = bench._floor_pinned(mode, True, lambda msg: None, 2)
+    assert fl["pinned_cpus"] == 1 and fl["cores"] == 2 and fl["group"] == 16
     assert len(fl["dots"]) == 8  # W1: 3 forward, 3 weight gradients, 2 input gradients
     for name, v in fl["dots"].items():
         assert 0 <= v["best_us"] <= v["as_written_us"], name
@@ -160,10 +159,14 @@ def test_sweep_floor_quick(tmp_path):
     assert math.isclose(fl["matmuls_best_us"], best)
     assert math.isclose(fl["floor_us"], best + fl["optimizer_us"] + fl["shuffle_us"])
     assert _finite_positive(fl["optimizer_us"]) and _finite_positive(fl["shuffle_us"])
-    assert math.isclose(fl["ceiling_speedup"], fl["cores"] * fl["fit_step_us"] / fl["floor_us"])
+    assert _finite_positive(fl["sweep_group_step_us"]) and _finite_positive(fl["fit_step_us"])
     assert fl["matmul_flops"] == 2 * 32 * (3 * (11 * 64 + 64 * 64 + 64) - 11 * 64)  # W1
-    assert fl["floor_at_peak_us"] < fl["floor_us"] and fl["ceiling_at_peak_speedup"] > 0
-    assert "ceiling on the speedup" in stdout
+    out = bench._with_ceiling(fl, 30.0, 200.0)
+    assert math.isclose(out["ceiling_speedup"], 2 * 30.0 / fl["floor_us"])
+    assert math.isclose(out["needed_for_4x_us"], 15.0)
+    assert math.isclose(out["matmuls_at_peak_us"], fl["matmul_flops"] / 100e9 * 1e6)
+    assert out["floor_at_peak_us"] < fl["floor_us"] or out["matmuls_at_peak_us"] > best
+    assert "ceiling on the speedup: 2 cores × 30.00" in "\n".join(bench.format_floor(out))
 
 
 @pytest.mark.parametrize("wid", ["W1", "W2"])

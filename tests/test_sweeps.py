@@ -110,6 +110,24 @@ def test_single_key_schedules_dropout_and_batch_norm(norm, dropout, make):
     assert len(set(H["learning_rate"][:, -1])) == 4  # each model's own schedule
 
 
+def test_autodiff_gradients():
+    """grad="autodiff" (jax.grad in fit's step, vmapped) gives each model its own fit too."""
+    model = jm.MLP((3, 8, 8, 1), activation="tanh", l2=1e-3)
+    params = sweeps.init_many(jax.random.split(jax.random.key(3), 2), model,
+                              dtype=jnp.float64)
+    opts = [optim.adam(r) for r in (1e-3, 3e-2)]
+    key = jax.random.key(4)
+    kw = dict(epochs=4, batch_size=16, validation=(XV, YV), grad="autodiff")
+    P, H = jm.sweep(model, params, opts, X, Y, key=key, workers=1, **kw)
+    assert H["train_loss"].shape == (2, 4)
+    keys = jax.random.split(key, 2)
+    for m in range(2):
+        fp, fh = jm.fit(model, slice_params(params, m), opts[m], X, Y, key=keys[m], **kw)
+        pm, hm = sweeps.member(P, H, m)
+        assert_close(pm, fp)
+        np.testing.assert_allclose(hm["val_loss"], fh["val_loss"], rtol=1e-12)
+
+
 @pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
 def test_shared_shuffle_each_model_equals_fit_with_the_key_itself(workers):
     model = jm.MLP((3, 8, 8, 1), activation="relu", dropout=0.1)
