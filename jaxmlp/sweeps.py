@@ -34,8 +34,10 @@ JAX starts with and no flags).  When JAX has several devices, group i goes to de
 i mod their number.  As in `fit`, one epoch is in flight while the host reads the last
 (the worker threads queue epoch e + 1 behind epoch e).  The threads run with the caller's
 JAX settings (`jax.enable_x64` and the like, which hold for one thread only).
-``workers=1`` gives one program for all models.  Results do not depend on k: each model's
-computation is the same.
+``workers=1`` gives one program for all models.  Results do not depend on k beyond
+rounding: each model's computation is the same, on a CPU bitwise in groups of two or more
+(tests/test_sweeps.py checks it in float32), while a model alone in its group runs `fit`'s own
+program, whose unbatched matmuls may round differently in the last bit.
 """
 from __future__ import annotations
 

@@ -334,3 +334,19 @@ def test_worker_threads_keep_the_callers_jax_settings():
     assert P2[0]["W"].dtype == np.float64
     assert_close(P2, P1)
     np.testing.assert_allclose(H2["train_loss"], H1["train_loss"], rtol=1e-12)
+
+
+def test_group_size_does_not_change_the_bits_in_float32():
+    """Groups of 4 (one program) and of 2 and 2 give the same float32 bits: each model's
+    computation is the same whatever else is batched with it (docs/sweeps.md)."""
+    model = jm.MLP((3, 8, 8, 1), activation="relu")
+    params = sweeps.init_many(jax.random.split(jax.random.key(6), 4), model,
+                              dtype=jnp.float32)
+    opts = [optim.adam(r) for r in (1e-3, 3e-3, 1e-2, 3e-2)]
+    runs = [jm.sweep(model, params, opts, X.astype(np.float32), Y.astype(np.float32),
+                     epochs=3, batch_size=16, key=jax.random.key(7), workers=w)
+            for w in (1, 2)]
+    for a, b in zip(jax.tree_util.tree_leaves(runs[0][0]), jax.tree_util.tree_leaves(runs[1][0])):
+        assert a.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(runs[0][1]["train_loss"], runs[1][1]["train_loss"])
