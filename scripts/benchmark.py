@@ -1503,13 +1503,14 @@ FLOOR_M = 32
 
 def _per_step(fn, args, n_steps, repeats):
     """Median seconds per step of `fn(*args)` run n_steps times in one jitted `lax.scan`.
-    The carried scalar is added to args[0] every step (so nothing can be hoisted out of
-    the loop) and the output's sum is added back to it (a sum, not one element: XLA could
-    shrink a dot to the one element read); `_floor` subtracts the same loop around the
-    identity."""
+    An optimization barrier ties the operands to the loop's carry (so the call cannot be
+    hoisted out of the loop) and another keeps the whole output (so XLA cannot shrink the
+    call to the one element read back into the carry); no arithmetic is added.  `_floor`
+    subtracts the same loop around the identity."""
     def body(c, _):
-        out = fn(args[0] + c.astype(args[0].dtype), *args[1:])
-        return c + jnp.sum(out).astype(c.dtype) * 0, None
+        ops, c = jax.lax.optimization_barrier((args, c))
+        out = jax.lax.optimization_barrier(fn(*ops))
+        return c + jnp.ravel(out)[0].astype(c.dtype), None
 
     return _time_per_step(
         jax.jit(lambda: jax.lax.scan(body, jnp.float32(0), None, length=n_steps)[0]),
@@ -1590,8 +1591,8 @@ def _floor(mode, quick, log, cores):
         idx = jax.vmap(lambda k: _train._permutation(k, n)[: nb * B].reshape(nb, B))(keys)
 
         def body(c, i):
-            xb, yb = x[i + c.astype(jnp.int32)], y[i]
-            return c + (jnp.sum(xb) + jnp.sum(yb)) * 0, None
+            xb, yb = jax.lax.optimization_barrier((x[i], y[i]))
+            return c + xb[0, 0, 0] + yb[0, 0, 0], None
         return jax.lax.scan(body, jnp.float32(0), jnp.swapaxes(idx, 0, 1))[0]
 
     t_shuffle = _time_per_step(jax.jit(shuffle), (jax.random.split(key, G),), nb, reps) / G
