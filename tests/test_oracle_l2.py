@@ -280,7 +280,8 @@ def test_cli_n_train(tmp_path, capsys):
     assert oracle.main(flags + ["--n-train", str(N_TRAIN)]) == 0
     assert "OK" in capsys.readouterr().out
     assert oracle.main(flags) == 1
-    assert f"pass n_train={N_TRAIN}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"pass n_train={N_TRAIN} (jaxmlp check: --n-train {N_TRAIN})" in out
     for bad in ("0", "-3", "2.5", "many"):
         assert oracle.main(flags + ["--n-train", bad]) == 2
         assert "--n-train: expected a positive int" in capsys.readouterr().err

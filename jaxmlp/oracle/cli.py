@@ -380,7 +380,8 @@ def _check_python(args, where: str, names: list):
     report = probe(fn, output=args.output, loss=args.loss, activations=acts,
                    convention=conv, depths=_int_list(args.depths, "--depths"),
                    batch_sizes=_int_list(args.batch_sizes, "--batch-sizes"), l2=args.l2,
-                   n_train=args.n_train, seed=args.seed, rtol=args.rtol, atol=args.atol, timeout=_timeout(args))
+                   n_train=args.n_train, seed=args.seed, rtol=args.rtol, atol=args.atol,
+                   timeout=_timeout(args))
     errors = [r.error for r in report.results if r.error is not None]
     if errors and len(errors) == len(report.results) and errors[0].startswith("TypeError"):
         # never once callable as fn(weights, biases, x, y, **kw): the wrong function

@@ -587,7 +587,8 @@ def _l2_scale_n(ctx, q, l, c):
         text = (f"the L2 gradient in dW of layer {l} is divided by {d_int} where your "
                 f"convention divides by m = {m} (the batch): ({s}/{d_int})·W, not "
                 f"({s}/m)·W ({s} = {i.l2:g}); if {d_int} is your training-set size n (a "
-                f"penalty {s}/(2n)·ΣW²), pass n_train={d_int}")
+                f"penalty {s}/(2n)·ΣW²), pass n_train={d_int} (jaxmlp check: --n-train "
+                f"{d_int})")
     else:
         text = (f"the L2 gradient in dW of layer {l} is divided by {d_int} where your "
                 f"convention divides by n = {n} (the training set, n_train): "
