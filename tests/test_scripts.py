@@ -48,7 +48,9 @@ QUICK = [
 ]
 
 
-@pytest.mark.parametrize("name,png,available", QUICK, ids=[q[0] for q in QUICK])
+# regularization.py's quick run is test_regularization_sweep_is_the_fits (with --time-fits)
+@pytest.mark.parametrize("name,png,available", [q for q in QUICK if q[0] != "regularization"],
+                         ids=[q[0] for q in QUICK if q[0] != "regularization"])
 def test_quick_run(name, png, available, tmp_path, capsys):
     if not available:
         pytest.skip(f"{DATA} does not hold the data {name}.py needs")
@@ -88,12 +90,15 @@ def test_table_format():
 
 
 def test_regularization_sweep_is_the_fits(tmp_path, capsys):
-    """--quick --time-fits: the penalties train as one sweep (3 models, 30 epochs); its
-    validation curves are those of the same models trained one by one with jm.fit
-    (float32), its two scorings follow identical trajectories, and both figures appear."""
+    """--quick --time-fits (the script's quick run, as test_quick_run's for the others):
+    the penalties train as one sweep (3 models, 30 epochs); its validation curves are
+    those of the same models trained one by one with jm.fit (float32), its two scorings
+    follow identical trajectories, and both figures appear."""
     rg = script("regularization")
     results = rg.main(["--quick", "--time-fits", "--out", str(tmp_path), "--seed", "0"])
+    assert not isinstance(results, int), f"regularization.py --quick returned {results}"
     out = capsys.readouterr().out
+    assert "## " in out and len([ln for ln in out.splitlines() if ln.startswith("|")]) >= 4
     assert [r["label"] for r in results] == ["none", "L2 (λ = 1e-3)", "L1 (λ = 1e-4)",
                                              rg.EARLY]
     assert "One sweep over the penalty weight: 3 models" in out
@@ -103,7 +108,10 @@ def test_regularization_sweep_is_the_fits(tmp_path, capsys):
     early = results[-1]  # early stopping's first epochs are the unregularised member's
     np.testing.assert_allclose(early["val_curve"], results[0]["val_curve"], rtol=1e-4)
     if _has_matplotlib():
+        assert (tmp_path / "regularization.png").is_file()
         assert (tmp_path / "regularization_sweep.png").is_file()
+    else:
+        assert "matplotlib not installed: no PNG written" in out
 
 
 @pytest.mark.skipif(not HAS_WINE, reason=f"no {DATA / 'winequality-red.csv'}")
