@@ -147,6 +147,11 @@ def _n_models(model: MLP, params) -> int:
         raise TypeError(
             f"{_WHERE}: params must be a list of {len(expected)} dicts with a leading model "
             f"axis on every leaf (jaxmlp.sweeps.init_many), got {type(params).__name__}")
+    if params and all(isinstance(p, (list, tuple)) for p in params):
+        raise TypeError(
+            f"{_WHERE}: params must be one stacked params list (a leading model axis on "
+            f"every leaf), got a list of {len(params)} params lists: stack them with "
+            f"jaxmlp.sweeps.stack(...)")
     if len(params) != len(expected):
         raise ValueError(f"{_WHERE}: params has {len(params)} layers but the model "
                          f"{model.sizes} has {len(expected)}")

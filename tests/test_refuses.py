@@ -412,6 +412,11 @@ ROWS = [
         lambda t: jm.sweep(REG, PR, optim.sgd(0.1), XR, YR, epochs=1, batch_size=4,
                            key=jax.random.key(0)), ValueError,
         r"sweep: params\[0\]\['W'\] must have shape \(M, 4, 3\)"),
+    Row("sweep", "a list of M params lists, not stacked",
+        lambda t: jm.sweep(REG, [PR, PR], optim.sgd(0.1), XR, YR, epochs=1, batch_size=4,
+                           key=jax.random.key(0)), TypeError,
+        r"sweep: params must be one stacked params list .* got a list of 2 params lists: "
+        r"stack them with jaxmlp.sweeps.stack"),
     Row("fit", "`patience` without validation",
         lambda t: jm.fit(REG, PR, optim.sgd(0.1), XR, YR, epochs=1, batch_size=4, patience=3,
                          key=jax.random.key(0)), ValueError, "patience .* needs validation"),

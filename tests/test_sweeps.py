@@ -282,6 +282,9 @@ def test_bad_params():
     with pytest.raises(ValueError, match=r"params\[0\]\['W'\] must have shape \(M, 16, 3\)"):
         jm.sweep(MODEL, one, optim.adam(1e-3), X, Y, **kw)  # no model axis
     empty = jax.tree_util.tree_map(lambda a: a[None][:0], one)
+    with pytest.raises(TypeError, match=r"got a list of 3 params lists: stack them with "
+                                         r"jaxmlp.sweeps.stack"):
+        jm.sweep(MODEL, [one, one, one], optim.adam(1e-3), X, Y, **kw)  # not stacked
     with pytest.raises(ValueError, match="at least one model"):
         jm.sweep(MODEL, empty, optim.adam(1e-3), X, Y, **kw)
     params = sweeps.init_many(jax.random.split(jax.random.key(0), 3), MODEL,
