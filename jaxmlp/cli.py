@@ -492,6 +492,12 @@ def _train_one(args, s: _Setup, t_start) -> int:
             model, params, opt, x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size,
             key=k_fit, validation=(x_va, y_va) if len(x_va) else None,
             patience=args.patience or None if len(x_va) else None, callback=progress)
+    except jm.DivergenceError as e:  # a user-facing outcome, not a crash: no traceback
+        progress.close()
+        print(f"{WHERE}: training diverged at epoch {e.epoch + 1}, step {e.step + 1} (counted "
+              f"from 1): {e.cause}; nothing written. Try a smaller --lr, or --clip N",
+              file=sys.stderr)
+        return 1
     finally:
         progress.close()
     state = history["state"]

@@ -1,6 +1,7 @@
 """The command line: `jaxmlp train` end to end, its errors, and `jaxmlp check` dispatch."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,18 @@ def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monk
             f"and metrics.json into), got {str(out)!r}: it exists and is not a folder"
             in capsys.readouterr().err)
     assert out.read_text() == "not a folder"
+
+
+def test_train_that_diverges_exits_1_with_a_message_not_a_traceback(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--optimizer", "sgd", "--lr", "1e30", "--epochs", "2",
+                     "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert re.search(r"jaxmlp train: training diverged at epoch 1, step [1-9]\d* \(counted "
+                     r"from 1\): non-finite \w+; nothing written\. Try a smaller --lr, or "
+                     r"--clip N", err), err
+    assert not (out / "model.ckpt").exists()
 
 
 # --------------------------------------------------------------------------- sweeps
