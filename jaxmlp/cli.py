@@ -408,6 +408,13 @@ def _setup(args) -> _Setup:
         y_tr, y_va, y_te = (y.reshape(-1, 1).astype(np.float32) for y in (y_tr, y_va, y_te))
     else:
         output, loss, n_out = args.output or "softmax", args.loss or "cce", d.n_classes
+        if loss != "cce":  # the targets are class labels: cce, or bce for two classes
+            two = ", or --loss bce (a sigmoid output)" if d.n_classes == 2 else ""
+            raise ValueError(
+                f"--loss {loss} on a classification data set with {d.n_classes} classes: "
+                f"the command line trains class labels with --loss cce (a softmax "
+                f"output){two}; other losses on one-hot targets are for the Python API "
+                f"(jaxmlp.fit)")
     act = args.activation.split(",") if "," in args.activation else args.activation
     model = jm.MLP((x_tr.shape[1],) + tuple(args.hidden) + (n_out,), activation=act,
                    output=output, loss=loss, init=args.init, l1=args.l1,

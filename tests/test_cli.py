@@ -126,6 +126,23 @@ def test_train_bad_csv_exits_2_before_training(make_csv, message, tmp_path, caps
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--output", "sigmoid", "--loss", "mse"],
+     "--loss mse on a classification data set with 3 classes: the command line trains class "
+     "labels with --loss cce (a softmax output); other losses on one-hot targets are for the "
+     "Python API (jaxmlp.fit)"),
+    (["--dataset", "moons", "--loss", "sse"],
+     "--loss sse on a classification data set with 2 classes: the command line trains class "
+     "labels with --loss cce (a softmax output), or --loss bce (a sigmoid output);"),
+])
+def test_train_regression_loss_on_class_labels_exits_2_before_training(argv, message, tmp_path,
+                                                                       capsys, monkeypatch):
+    monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"jaxmlp train: error: {message}" in err and "Traceback" not in err, err
+
+
 def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
     out = tmp_path / "taken"
