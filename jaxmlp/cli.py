@@ -402,6 +402,11 @@ def _setup(args) -> _Setup:
         y_tr, y_va, y_te, y_scaler = data.standardize(y_tr, y_va, y_te)
         scale = float(y_scaler.std.reshape(-1)[0])
         output, loss = args.output or "identity", args.loss or "mse"
+        if loss not in ("mse", "sse"):
+            raise ValueError(
+                f"--loss {loss} on a regression target: the command line standardises "
+                f"regression targets and trains them with --loss mse or sse (for class "
+                f"labels, --task classification)")
         n_out = y_tr.shape[1]
     elif d.n_classes == 2 and (args.output == "sigmoid" or args.loss == "bce"):
         output, loss, n_out = "sigmoid", "bce", 1

@@ -134,9 +134,12 @@ def test_train_bad_csv_exits_2_before_training(make_csv, message, tmp_path, caps
     (["--dataset", "moons", "--loss", "sse"],
      "--loss sse on a classification data set with 2 classes: the command line trains class "
      "labels with --loss cce (a softmax output), or --loss bce (a sigmoid output);"),
+    (["--dataset", "sine", "--loss", "bce", "--output", "sigmoid"],
+     "--loss bce on a regression target: the command line standardises regression targets "
+     "and trains them with --loss mse or sse (for class labels, --task classification)"),
 ])
-def test_train_regression_loss_on_class_labels_exits_2_before_training(argv, message, tmp_path,
-                                                                       capsys, monkeypatch):
+def test_train_loss_of_the_other_task_exits_2_before_training(argv, message, tmp_path, capsys,
+                                                             monkeypatch):
     monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
     assert cli.main(["train", *argv, "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
