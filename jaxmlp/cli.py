@@ -186,6 +186,10 @@ def _load(args) -> _Data:
                 raise ValueError(
                     f"{args.csv}: the target (y) column {table.target_name!r} holds only one "
                     f"class, {classes[0]:g}; classification needs at least two")
+            if len(classes) > len(y) // 2:
+                print(f"{WHERE}: note: {len(classes)} classes for {len(y)} rows in "
+                      f"{table.target_name!r}: a continuous target? (--task regression)",
+                      file=sys.stderr)
             return _Data(Path(args.csv).stem, table.x, codes, task, len(classes), classes)
         return _Data(Path(args.csv).stem, table.x, y.reshape(-1, 1), task)
     name = args.dataset or "spirals"

@@ -146,6 +146,14 @@ def test_train_loss_of_the_other_task_exits_2_before_training(argv, message, tmp
     assert f"jaxmlp train: error: {message}" in err and "Traceback" not in err, err
 
 
+def test_train_classification_of_a_continuous_target_notes_it(tmp_path, capsys):
+    csv = _table(tmp_path, "cont.csv", "a,y", [f"{i % 7},{i * 0.37:.2f}" for i in range(40)])
+    assert cli.main(["train", "--csv", str(csv), "--task", "classification", "--epochs", "1",
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert ("jaxmlp train: note: 40 classes for 40 rows in 'y': a continuous target? "
+            "(--task regression)") in capsys.readouterr().err
+
+
 def test_train_out_that_is_a_file_exits_2_before_training(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(jm, "fit", lambda *a, **k: pytest.fail("training started"))
     out = tmp_path / "taken"
