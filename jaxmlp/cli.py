@@ -509,13 +509,16 @@ def _train_one(args, s: _Setup, t_start) -> int:
             key=k_fit, validation=(x_va, y_va) if len(x_va) else None,
             patience=args.patience or None if len(x_va) else None, callback=progress)
     except jm.DivergenceError as e:  # a user-facing outcome, not a crash: no traceback
-        progress.close()
-        print(f"{WHERE}: training diverged at epoch {e.epoch + 1}, step {e.step + 1} (counted "
-              f"from 1): {e.cause}; nothing written. Try a smaller --lr, or --clip N",
-              file=sys.stderr)
-        return 1
+        diverged = e
+    else:
+        diverged = None
     finally:
         progress.close()
+    if diverged is not None:
+        print(f"{WHERE}: training diverged at epoch {diverged.epoch + 1}, step "
+              f"{diverged.step + 1} (counted from 1): {diverged.cause}; nothing written. Try "
+              f"a smaller --lr, or --clip N", file=sys.stderr)
+        return 1
     state = history["state"]
     metrics = {"test": _metrics(model, params, state, x_te, y_te, d, s.scale),
                "validation": _metrics(model, params, state, x_va, y_va, d, s.scale),
@@ -564,8 +567,7 @@ def _best_val(history, m):
 def _member_history(history, m) -> dict:
     """Model m's history in fit's form without `state` (sweeps.member's lists)."""
     from jaxmlp import sweeps
-    ids = np.arange(history["models"])  # member's params: a stand-in, only its history used
-    _, h = sweeps.member(ids, dict(history, state=None), m)
+    h = sweeps._member_history(dict(history, state=None), m)
     del h["state"]
     return h
 

@@ -96,12 +96,17 @@ def unstack(tree) -> list:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     if not leaves:
         return []
+    return [jax.tree_util.tree_unflatten(treedef, [a[m] for a in leaves])
+            for m in range(_model_axis(leaves, "unstack"))]
+
+
+def _model_axis(leaves, where: str) -> int:
+    """The leading (model) axis every leaf shares; a ValueError naming `where` if not."""
     n = {np.shape(a)[0] if np.ndim(a) else None for a in leaves}
     if len(n) != 1 or None in n:
-        raise ValueError(f"unstack: every leaf must have the same leading (model) axis, got "
+        raise ValueError(f"{where}: every leaf must have the same leading (model) axis, got "
                          f"leading sizes {sorted(n, key=str)}")
-    return [jax.tree_util.tree_unflatten(treedef, [a[m] for a in leaves])
-            for m in range(n.pop())]
+    return n.pop()
 
 
 def init_many(keys, model: MLP, scheme: Optional[str] = None, *, dtype=None) -> list:
@@ -772,6 +777,20 @@ def member(params, history: dict, m: int):
     m = _v.integer(m, "m", where="member", low=0)
     if m >= n:
         raise ValueError(f"member: m must be a model index in [0, {n}), got {m}")
+    return _take(params, m), _member_history(history, m)
+
+
+def _take(tree, m, where: str = "unstack"):
+    """Slice m of every leaf of `tree` (model axis first): `unstack(tree)[m]`, with its
+    check of the model axis, without slicing the other M − 1 models."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if leaves:
+        _model_axis(leaves, where)
+    return jax.tree_util.tree_unflatten(treedef, [a[m] for a in leaves])
+
+
+def _member_history(history: dict, m: int) -> dict:
+    """Model m's history in fit's form (see `member`); m already checked."""
     e = int(history["epochs_run"][m])
     rates = history["learning_rate"][m, :e]
     out = {"train_loss": history["train_loss"][m, :e].tolist(),
@@ -781,10 +800,10 @@ def member(params, history: dict, m: int):
            "best_epoch": int(history["best_epoch"][m]),
            "stopped_early": bool(history["stopped_early"][m]),
            "epochs_run": e,
-           "state": None if history["state"] is None else unstack(history["state"])[m]}
+           "state": None if history["state"] is None else _take(history["state"], m)}
     if history["diverged"][m] is not None:
         out["diverged"] = history["diverged"][m]
-    return unstack(params)[m], out
+    return out
 
 
 def best_model(params, history: dict):
@@ -806,7 +825,7 @@ def best_model(params, history: dict):
         raise ValueError("best_model: every model of the sweep diverged (or none trained); "
                          "there is no best model")
     m = int(np.argmin(score))
-    return m, unstack(params)[m]
+    return m, _take(params, m)
 
 
 # --------------------------------------------------------------------------- checkpoints
