@@ -1597,10 +1597,9 @@ def _floor(mode, quick, log, cores):
 
     t_shuffle = _time_per_step(jax.jit(shuffle), (jax.random.split(key, G),), nb, reps) / G
     # the whole step, as the sweep runs it (one group in one thread) and as fit runs it
-    stacked = jm.sweeps.stack([su.fresh()[0]] * G)
     times = {}
     for name, run_one in (
-            ("sweep", lambda e: jm.sweep(su.model, stacked, su.opt, su.x, su.y, epochs=e,
+            ("sweep", lambda e: jm.sweep(su.model, params, su.opt, su.x, su.y, epochs=e,
                                          batch_size=B, key=key, workers=1)[1]),
             ("fit", lambda e: jm.fit(su.model, su.fresh()[0], su.opt, su.x, su.y, epochs=e,
                                      batch_size=B, key=key)[1])):
@@ -1612,19 +1611,18 @@ def _floor(mode, quick, log, cores):
     flops = 2 * B * (3 * n_weights(sizes) - sizes[0] * sizes[1])
     mm = sum(v["as_written_us"] for v in dots.values())
     best = sum(v["best_us"] for v in dots.values())
-    floor = best + (t_opt + t_shuffle) * 1e6
-    fit_us = times["fit"] * 1e6
+    # the ceilings are `_with_ceiling`'s, against the fit (g)'s table divides by
     return {"workload": "W1", "models": FLOOR_M, "cores": cores, "group": G,
             "dots": dots, "matmul_flops": flops, "matmuls_as_written_us": mm,
             "matmuls_best_us": best,
             "optimizer_us": t_opt * 1e6, "shuffle_us": t_shuffle * 1e6,
-            "sweep_group_step_us": times["sweep"] * 1e6 / G, "fit_step_us": fit_us,
-            "fit_step_pinned_us": fit_us,
-            "floor_us": floor, "ceiling_speedup": cores * fit_us / floor,
-            "needed_for_4x_us": cores * fit_us / 4}
+            "sweep_group_step_us": times["sweep"] * 1e6 / G,
+            "fit_step_pinned_us": times["fit"] * 1e6,
+            "floor_us": best + (t_opt + t_shuffle) * 1e6}
 
 
 def format_floor(fl) -> list:
+    """(g)'s floor lines, from `_with_ceiling`'s dict."""
     lines = [f"(g) what 4× at M = {fl['models']} needs: W1, one core's group of "
              f"{fl['group']} models, µs per model and step (vmapped, in a process pinned "
              f"to one CPU)"]
@@ -1643,11 +1641,10 @@ def format_floor(fl) -> list:
     lines.append(f"  ceiling on the speedup: {fl['cores']} cores × {fl['fit_step_us']:.2f} / "
                  f"{fl['floor_us']:.2f} = {fl['ceiling_speedup']:.2f}× (4× needs a whole "
                  f"model-step of at most {fl['needed_for_4x_us']:.2f} µs per core)")
-    if "matmuls_at_peak_us" in fl:
-        lines.append(f"  were every matmul at the machine peak per core "
-                     f"({fl['matmul_flops']:,} FLOPs in {fl['matmuls_at_peak_us']:.2f} µs): "
-                     f"floor {fl['floor_at_peak_us']:.2f}, ceiling "
-                     f"{fl['ceiling_at_peak_speedup']:.2f}×")
+    lines.append(f"  were every matmul at the machine peak per core "
+                 f"({fl['matmul_flops']:,} FLOPs in {fl['matmuls_at_peak_us']:.2f} µs): "
+                 f"floor {fl['floor_at_peak_us']:.2f}, ceiling "
+                 f"{fl['ceiling_at_peak_speedup']:.2f}×")
     return lines
 
 

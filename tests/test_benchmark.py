@@ -159,7 +159,8 @@ def test_sweep_floor_quick():
     assert math.isclose(fl["matmuls_best_us"], best)
     assert math.isclose(fl["floor_us"], best + fl["optimizer_us"] + fl["shuffle_us"])
     assert _finite_positive(fl["optimizer_us"]) and _finite_positive(fl["shuffle_us"])
-    assert _finite_positive(fl["sweep_group_step_us"]) and _finite_positive(fl["fit_step_us"])
+    assert _finite_positive(fl["sweep_group_step_us"])
+    assert _finite_positive(fl["fit_step_pinned_us"])
     assert fl["matmul_flops"] == 2 * 32 * (3 * (11 * 64 + 64 * 64 + 64) - 11 * 64)  # W1
     out = bench._with_ceiling(fl, 30.0, 200.0)
     assert math.isclose(out["ceiling_speedup"], 2 * 30.0 / fl["floor_us"])
